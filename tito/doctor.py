@@ -1,0 +1,65 @@
+"""``tito doctor``: report the environment and whether exported files are in sync."""
+from __future__ import annotations
+
+import platform
+import subprocess
+import sys
+from importlib import metadata
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def doctor_command(project) -> int:
+    from tito.errors import TitoError
+    from tito.pytest_run import project_env
+
+    ok = True
+    print(f"project root: {project.root}")
+    print(f"python      : {platform.python_version()} ({sys.executable})")
+    for dist, needed in (("numpy", True), ("jupytext", True), ("nbdev", True), ("pytest", True),
+                         ("nbclient", False), ("ipykernel", False)):
+        v = _version(dist)
+        note = "" if v else ("MISSING" if needed else "missing (needed for tito test)")
+        ok = ok and (v is not None or not needed)
+        print(f"{dist:<12}: {v or note}")
+    nbdev_v = _version("nbdev")
+    if nbdev_v and not nbdev_v.startswith("3."):
+        print(f"  nbdev {nbdev_v} found; tito needs nbdev 3")
+        ok = False
+
+    pkg = project.lib_path.name
+    proc = subprocess.run([sys.executable, "-c", f"import {pkg}; print({pkg}.__file__)"],
+                          cwd=project.root, env=project_env(project), capture_output=True, text=True)
+    if proc.returncode == 0:
+        print(f"import {pkg:<6}: ok ({proc.stdout.strip()})")
+    else:
+        ok = False
+        last = (proc.stderr.strip().splitlines() or ["?"])[-1]
+        print(f"import {pkg:<6}: FAILED: {last}")
+
+    mods = project.modules()
+    if not mods:
+        print("modules     : none found")
+    for mod in mods:
+        if not mod.notebook.is_file():
+            print(f"{mod.dirname}: notebook {project.rel(mod.notebook)} missing")
+            ok = False
+            continue
+        try:
+            from tito.export import drift
+
+            drifted, r = drift(mod)
+        except TitoError as e:
+            print(f"{mod.dirname}: export failed: {e}")
+            ok = False
+            continue
+        state = "in sync" if not drifted else "OUT OF SYNC (run tito export " + mod.dirname + ")"
+        print(f"{mod.dirname}: {project.rel(r.target)} {state}")
+        ok = ok and not drifted
+    print("doctor: all good" if ok else "doctor: problems found")
+    return 0 if ok else 1
