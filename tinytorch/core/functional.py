@@ -60,7 +60,7 @@ def kl_div(log_input: Tensor, target, reduction: str = "batchmean") -> Tensor:
     if p.shape != log_input.shape:
         raise ValueError(f"kl_div: target shape {p.shape} does not match input shape {log_input.shape}")
     p_log_p = np.where(p > 0, p * np.log(np.where(p > 0, p, 1)), 0).astype(log_input.dtype)
-    total = (Tensor(p_log_p) - log_input * p).sum()
+    total = (Tensor(p_log_p, dtype=log_input.dtype) - log_input * p).sum()
     if reduction == "batchmean":
         return total * (1.0 / log_input.shape[0])
     if reduction == "sum":

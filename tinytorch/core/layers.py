@@ -98,11 +98,13 @@ class Sequential(Module):
         self._set_layers(layers)
 
     def _set_layers(self, layers) -> None:
+        layers = list(layers)
+        for i, layer in enumerate(layers):  # validate first: a bad layer leaves self unchanged
+            if not isinstance(layer, Module):
+                raise ValueError(f"Sequential takes Modules, got {type(layer).__name__} at position {i}")
         for name in list(self._modules):
             delattr(self, name)
         for i, layer in enumerate(layers):
-            if not isinstance(layer, Module):
-                raise ValueError(f"Sequential takes Modules, got {type(layer).__name__} at position {i}")
             setattr(self, str(i), layer)
 
     def forward(self, x):

@@ -1,6 +1,7 @@
 """Module and Parameter: the containers every layer and model is built from (PyTorch names)."""
 from __future__ import annotations
 
+import itertools
 from collections import OrderedDict
 from typing import Callable, Iterator
 
@@ -17,6 +18,9 @@ class Parameter(Tensor):
 
     def __repr__(self) -> str:
         return f"Parameter(shape={self.shape})"
+
+
+_hook_ids = itertools.count()
 
 
 class _HookHandle:
@@ -74,16 +78,23 @@ class Module:
 
     def register_forward_hook(self, hook: Callable) -> _HookHandle:
         """Call `hook(module, inputs, output)` after every forward; returns a handle to remove it."""
-        key = max(self._forward_hooks, default=-1) + 1
+        key = next(_hook_ids)  # never reused, so a stale handle cannot remove a newer hook
         self._forward_hooks[key] = hook
         return _HookHandle(self._forward_hooks, key)
 
     # ------------------------------------------------------------- traversal
     def named_modules(self, prefix: str = "") -> Iterator[tuple[str, Module]]:
         """This module and every descendant, with dotted names ("" is the root)."""
-        yield prefix, self
-        for name, child in self._modules.items():
-            yield from child.named_modules(f"{prefix}.{name}" if prefix else name)
+        seen = set()
+        stack = [(prefix, self)]
+        while stack:
+            name, module = stack.pop()
+            if id(module) in seen:
+                continue
+            seen.add(id(module))
+            yield name, module
+            stack.extend(reversed([(f"{name}.{child_name}" if name else child_name, child)
+                                   for child_name, child in module._modules.items()]))
 
     def modules(self) -> Iterator[Module]:
         for _, module in self.named_modules():
@@ -94,9 +105,12 @@ class Module:
 
     def named_parameters(self, prefix: str = "") -> Iterator[tuple[str, Parameter]]:
         """Every parameter with PyTorch-style dotted names, e.g. ("0.weight", Parameter)."""
+        seen = set()  # a module or parameter used twice (tied weights) is listed once, as in PyTorch
         for name, module in self.named_modules(prefix):
             for pname, param in module._parameters.items():
-                yield (f"{name}.{pname}" if name else pname), param
+                if id(param) not in seen:
+                    seen.add(id(param))
+                    yield (f"{name}.{pname}" if name else pname), param
 
     def parameters(self) -> list[Parameter]:
         return [p for _, p in self.named_parameters()]

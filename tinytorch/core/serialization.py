@@ -10,6 +10,7 @@ import importlib
 import json
 import os
 import zipfile
+import zlib
 
 import numpy as np
 
@@ -66,15 +67,18 @@ def _read(path) -> tuple[dict, dict]:
     if not os.path.exists(path):
         raise FileNotFoundError(f"no model file at {path}")
     try:
-        with np.load(path, allow_pickle=False) as archive:
+        loaded = np.load(path, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):
+            raise ValueError("a single array, not an .npz archive")
+        with loaded as archive:
             arrays = {key: archive[key] for key in archive.files}
+        if "__spec__" not in arrays:
+            raise ValueError("no __spec__ entry")
         header = json.loads(str(arrays.pop("__spec__")))
-    except KeyError:
-        raise ValueError(f"{path}: not a tinytorch model file (no __spec__ entry)") from None
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
-        raise ValueError(f"{path}: corrupt or unreadable model file ({err})") from None
-    if not isinstance(header, dict) or header.get("format") != FORMAT:
-        raise ValueError(f"{path}: not a tinytorch model file (format {header.get('format')!r})")
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as err:
+        raise ValueError(f"{path}: not a valid tinytorch model file ({err})") from None
+    if not isinstance(header, dict) or header.get("format") != FORMAT or not isinstance(header.get("model"), dict):
+        raise ValueError(f"{path}: not a tinytorch model file (bad __spec__ header)")
     if header.get("version") != VERSION:
         raise ValueError(f"{path}: unsupported model file version {header.get('version')!r}")
     return header, arrays
@@ -84,7 +88,10 @@ def load_model(path) -> Module:
     """Rebuild the model saved at `path`, in eval mode. Raises ValueError on a corrupt,
     truncated or mismatched file, FileNotFoundError if there is none."""
     header, arrays = _read(path)
-    model = build_module(header["model"])
+    try:
+        model = build_module(header["model"])
+    except (TypeError, KeyError, AttributeError, ImportError) as err:
+        raise ValueError(f"{os.fspath(path)}: the architecture spec cannot be built ({err!r})") from None
     try:
         model.load_state_dict(arrays, strict=True)
     except ValueError as err:

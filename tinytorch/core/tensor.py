@@ -97,8 +97,8 @@ class Tensor:
         return self.data.item()
 
     def detach(self) -> Tensor:
-        """The same values, cut from the graph."""
-        return Tensor(self.data)
+        """The same values (and dtype), cut from the graph."""
+        return Tensor(self.data, dtype=self.data.dtype)
 
     def zero_grad(self) -> None:
         self.grad = None
@@ -300,5 +300,14 @@ class Tensor:
 
 
 def _wrap(value, dtype) -> Tensor:
-    """Constants (Python numbers, arrays) join an op in the dtype of the tensor they meet."""
-    return value if isinstance(value, Tensor) else Tensor(np.asarray(value, dtype=dtype))
+    """A constant (Python number or array) as a Tensor for an op with a tensor of `dtype`.
+
+    NumPy's promotion picks the type (so int * 0.5 is a float), except that a float64 the
+    tensor did not ask for becomes float32, TinyTorch's default.
+    """
+    if isinstance(value, Tensor):
+        return value
+    target = np.result_type(dtype, value)
+    if target == np.float64 and dtype != np.float64:
+        target = np.dtype(np.float32)
+    return Tensor(np.asarray(value, dtype=target), dtype=target)
