@@ -405,7 +405,7 @@ def lottery_ticket(build_model, train_loader, rounds: int = 3, rate_per_round: f
     result.update(masks=masks, rewind_weights=ticket.state_dict())
     return result
 
-# %% ../../modules/18_compression/compression_dev.py #fe94ccb8
+# %% ../../modules/18_compression/compression_dev.py #5f8aded7
 def sensitivity_analysis(model: Module, loader, sparsities=(0.5, 0.7, 0.9, 0.95, 0.98)) -> dict:
     """Accuracy when each prunable layer ALONE is magnitude-pruned to each sparsity.
 
@@ -434,6 +434,6 @@ def sensitivity_analysis(model: Module, loader, sparsities=(0.5, 0.7, 0.9, 0.95,
 def sensitivity_targets(analysis: dict, max_drop: float = 0.01) -> dict:
     """{layer name: the highest tested sparsity whose accuracy drop is <= max_drop} (0.0 if
     none), ready for MagnitudePruner(sparsity=targets)."""
-    baseline = analysis["baseline"]
-    return {name: max([s for s, acc in row.items() if baseline - acc <= max_drop], default=0.0)
+    baseline, tolerance = analysis["baseline"], 1e-9  # accuracies are ratios: 0.95 - 0.94 > 0.01 in floats
+    return {name: max([s for s, acc in row.items() if baseline - acc <= max_drop + tolerance], default=0.0)
             for name, row in analysis["table"].items()}
