@@ -8,9 +8,10 @@ __all__ = ['PRUNABLE', 'STRUCTURED_CRITERIA', 'CHANNELWISE', 'LAYER_METRICS', 'G
            'sparsity_report', 'model_flops', 'format_table', 'keep_mask', 'taylor_importance', 'MagnitudePruner',
            'apply_masks', 'prune_magnitude', 'MaskedOptimizer', 'fine_tune', 'PolynomialSchedule', 'progressive_prune',
            'lottery_ticket', 'sensitivity_analysis', 'sensitivity_targets', 'unit_norms', 'prune_structured',
-           'StructuredPruner', 'block_candidates', 'prune_layers', 'CSRMatrix', 'csr_matmul', 'csr_matvec',
-           'QuantizedCSR', 'SparseLinear', 'SparseConv2d', 'to_sparse', 'sparse_layers', 'model_nbytes_compressed',
-           'save_compressed', 'compressed_file_size', 'load_compressed', 'CompressionReport', 'compress']
+           'StructuredPruner', 'block_candidates', 'prune_layers', 'KnowledgeDistiller', 'distill', 'CSRMatrix',
+           'csr_matmul', 'csr_matvec', 'QuantizedCSR', 'SparseLinear', 'SparseConv2d', 'to_sparse', 'sparse_layers',
+           'model_nbytes_compressed', 'save_compressed', 'compressed_file_size', 'load_compressed', 'CompressionReport',
+           'compress', 'model_summary']
 
 # %% ../../modules/18_compression/compression_dev.py #73520f7b
 import copy
@@ -712,6 +713,155 @@ def prune_layers(model: Module, n: int, loader=None, metric: str = "accuracy", i
               "removed": i in removed} for i, score in zip(candidates, importance)]
     return new_model, table
 
+# %% ../../modules/18_compression/compression_dev.py #ac524416
+def _num_classes(model: Module):
+    """out_features of the last Linear layer in `model` (its number of classes), or None."""
+    last = None
+    for layer in model.modules():
+        if isinstance(layer, Linear):
+            last = layer
+    return None if last is None else last.out_features
+
+
+class KnowledgeDistiller:
+    """Train a small `student` to imitate a trained `teacher` (Hinton, Vinyals & Dean 2015).
+
+    loss = alpha * T**2 * KL(softmax(teacher / T) || softmax(student / T))
+           + (1 - alpha) * cross_entropy(student, labels)
+
+    Args:
+        teacher: trained Module mapping a batch to logits (N, C). Never updated: it runs in
+            eval mode under no_grad.
+        student: Module mapping the same batch to logits (N, C), same C.
+        temperature: T > 0 applied to both sets of logits in the soft term (default 4.0).
+        alpha: weight in [0, 1] of the soft (distillation) term; 1 - alpha weights the
+            cross-entropy against the labels (default 0.5). alpha = 0 is plain label training.
+
+    Raises ValueError for temperature <= 0, alpha outside [0, 1], or a teacher and student
+    whose last Linear layers predict different numbers of classes.
+    """
+
+    def __init__(self, teacher: Module, student: Module, temperature: float = 4.0, alpha: float = 0.5):
+        for name, model in (("teacher", teacher), ("student", student)):
+            if not isinstance(model, Module):
+                raise ValueError(f"{name} must be a Module, got {type(model).__name__}")
+        if teacher is student:
+            raise ValueError("teacher and student must be two different models")
+        temperature = float(temperature)
+        if not np.isfinite(temperature) or temperature <= 0:
+            raise ValueError(f"temperature must be a finite number > 0, got {temperature}")
+        alpha = float(alpha)
+        if not 0.0 <= alpha <= 1.0:
+            raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+        teacher_classes, student_classes = _num_classes(teacher), _num_classes(student)
+        if teacher_classes is not None and student_classes is not None and teacher_classes != student_classes:
+            raise ValueError(f"teacher predicts {teacher_classes} classes but student predicts "
+                             f"{student_classes}: they must predict the same classes")
+        self.teacher, self.student = teacher, student
+        self.temperature, self.alpha = temperature, alpha
+
+    def loss(self, student_logits: Tensor, teacher_logits, labels) -> Tensor:
+        """The distillation loss, a scalar Tensor.
+
+        Args:
+            student_logits: Tensor (N, C) from the student (gradients flow back into it).
+            teacher_logits: Tensor or ndarray (N, C); a constant (never receives a gradient).
+            labels: integer class labels (N,), Tensor or ndarray.
+        """
+        if not isinstance(student_logits, Tensor):
+            student_logits = Tensor(student_logits)
+        teacher = np.asarray(teacher_logits.data if isinstance(teacher_logits, Tensor) else teacher_logits,
+                             dtype=student_logits.dtype)
+        if student_logits.ndim != 2 or teacher.ndim != 2:
+            raise ValueError(f"logits must be (N, C), got student {student_logits.shape} and teacher {teacher.shape}")
+        if teacher.shape[1] != student_logits.shape[1]:
+            raise ValueError(f"teacher logits have {teacher.shape[1]} classes but student logits have "
+                             f"{student_logits.shape[1]}: they must predict the same classes")
+        if teacher.shape[0] != student_logits.shape[0]:
+            raise ValueError(f"teacher logits have {teacher.shape[0]} rows but student logits have "
+                             f"{student_logits.shape[0]}: use the same batch")
+        T, alpha = self.temperature, self.alpha
+        # TODO: soft targets p = softmax(teacher / T) as a constant array; the student's
+        # log-probabilities log q = log_softmax(student / T); kl_div(log q, p) averaged over the
+        # batch ("batchmean"), scaled by alpha * T**2; plus (1 - alpha) * cross_entropy.
+        ### BEGIN SOLUTION
+        soft_targets = softmax(Tensor(teacher / T, dtype=teacher.dtype)).data
+        log_student = log_softmax(student_logits * (1.0 / T))
+        soft = kl_div(log_student, soft_targets, reduction="batchmean")
+        hard = cross_entropy(student_logits, labels)
+        return soft * (alpha * T * T) + hard * (1.0 - alpha)
+        ### END SOLUTION
+
+    def train(self, train_loader, epochs: int, optimizer, val_loader=None, verbose: bool = True) -> dict:
+        """Distill for `epochs` passes over `train_loader`; returns the per-epoch history.
+
+        Per batch: teacher logits under no_grad (teacher in eval mode), student forward in
+        train mode, `loss`, backward, `optimizer.step()`. `optimizer` must hold only student
+        parameters (a MaskedOptimizer over a pruned student works too). The teacher's mode is
+        restored at the end; the student is left in train mode, as `fit` does.
+
+        Returns {"loss": [...], "accuracy": [...]} (mean loss and accuracy on the training
+        batches), plus "val_accuracy" if `val_loader` is given.
+        """
+        if isinstance(epochs, bool) or int(epochs) != epochs or epochs < 0:
+            raise ValueError(f"epochs must be a non-negative integer, got {epochs!r}")
+        params = getattr(optimizer, "params", None)
+        if params is None:  # a wrapper such as MaskedOptimizer
+            params = getattr(getattr(optimizer, "optimizer", None), "params", [])
+        teacher_ids = {id(p) for p in self.teacher.parameters()}
+        if any(id(p) in teacher_ids for p in params):
+            raise ValueError("optimizer holds teacher parameters: build it from student.parameters() only")
+        teacher, student = self.teacher, self.student
+        history = {"loss": [], "accuracy": []}
+        if val_loader is not None:
+            history["val_accuracy"] = []
+        teacher_was_training = teacher.training
+        teacher.eval()
+        try:
+            for epoch in range(1, int(epochs) + 1):
+                start = time.perf_counter()
+                student.train()
+                total_loss, correct, seen = 0.0, 0, 0
+                for x, y in train_loader:
+                    x = x if isinstance(x, Tensor) else Tensor(x)
+                    y = y if isinstance(y, Tensor) else Tensor(np.asarray(y))
+                    ### BEGIN SOLUTION
+                    with no_grad():
+                        teacher_logits = teacher(x).data
+                    student_logits = student(x)
+                    loss = self.loss(student_logits, teacher_logits, y)
+                    optimizer.zero_grad()
+                    loss.backward()
+                    optimizer.step()
+                    ### END SOLUTION
+                    total_loss += loss.item() * len(y)
+                    correct += int((student_logits.data.argmax(axis=1) == y.data).sum())
+                    seen += len(y)
+                history["loss"].append(total_loss / seen)
+                history["accuracy"].append(correct / seen)
+                text = f"distill epoch {epoch}/{epochs}  loss {total_loss / seen:.4f}  acc {correct / seen:.2%}"
+                if val_loader is not None:
+                    history["val_accuracy"].append(evaluate(student, val_loader))
+                    text += f"  val_acc {history['val_accuracy'][-1]:.2%}"
+                if verbose:
+                    print(f"{text}  {time.perf_counter() - start:.1f}s")
+        finally:
+            teacher.train(teacher_was_training)
+        return history
+
+
+def distill(teacher: Module, student: Module, data_loader, epochs: int = 10, temperature: float = 4.0,
+            alpha: float = 0.5, lr: float = 1e-3, val_loader=None, verbose: bool = True):
+    """Distill `teacher` into `student` with Adam(lr) in one call.
+
+    The student is trained in place; returns (student, history) with the history of
+    `KnowledgeDistiller.train`.
+    """
+    distiller = KnowledgeDistiller(teacher, student, temperature=temperature, alpha=alpha)
+    optimizer = Adam(student.parameters(), lr=lr)
+    history = distiller.train(data_loader, epochs, optimizer, val_loader=val_loader, verbose=verbose)
+    return student, history
+
 # %% ../../modules/18_compression/compression_dev.py #e067d257
 def _as_shape(shape) -> tuple:
     """(rows, cols) as two non-negative Python ints, or ValueError naming `shape`."""
@@ -1019,14 +1169,16 @@ class QuantizedCSR:
         return (f"QuantizedCSR(shape={self.shape}, nnz={self.nnz}, per={per!r}, "
                 f"indices={self.indices.dtype}, indptr={self.indptr.dtype}, nbytes={self.nbytes:,})")
 
-# %% ../../modules/18_compression/compression_dev.py #07b159bd
+# %% ../../modules/18_compression/compression_dev.py #7869430c
 def _weight_storage(weight, expected_shape: tuple) -> tuple:
     """(compute CSRMatrix float32, QuantizedCSR or None) for a CSRMatrix or QuantizedCSR."""
     if isinstance(weight, QuantizedCSR):
         compute, quantized = weight.dequantize(), weight
-    elif isinstance(weight, CSRMatrix):
+    elif isinstance(weight, CSRMatrix):  # float32 values, the narrowest index dtypes
         data = weight.data.astype(np.float32)
-        compute, quantized = CSRMatrix(data, weight.indices, weight.indptr, weight.shape), None
+        indices = weight.indices.astype(_narrowest_uint(max(weight.shape[1] - 1, 0)))
+        compute = CSRMatrix(data, indices, weight.indptr.astype(_narrowest_uint(weight.nnz)), weight.shape)
+        quantized = None
     else:
         raise ValueError(f"weight must be a CSRMatrix or QuantizedCSR, got {type(weight).__name__}")
     if compute.shape != tuple(expected_shape):
@@ -1207,7 +1359,7 @@ def model_nbytes_compressed(model: Module) -> int:
                    for layer in sparse_layers(model).values())
                + sum(p.data.nbytes for p in model.parameters()))
 
-# %% ../../modules/18_compression/compression_dev.py #d076b4bb
+# %% ../../modules/18_compression/compression_dev.py #2126e28a
 COMPRESSED_FORMAT, COMPRESSED_VERSION = "tinytorch-compressed", 1
 _INT8_FIELDS, _FLOAT_FIELDS = ("values", "scale", "indices", "indptr"), ("data", "indices", "indptr")
 
@@ -1261,9 +1413,10 @@ def _read_compressed(path) -> tuple:
     if not os.path.exists(path):
         raise FileNotFoundError(f"no compressed model file at {path}")
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            if not hasattr(archive, "files"):
-                raise ValueError("a single .npy array, not an .npz archive")
+        loaded = np.load(path, allow_pickle=False)
+        if not hasattr(loaded, "files"):  # a plain .npy file gives an ndarray, not an archive
+            raise ValueError("a single .npy array, not an .npz archive")
+        with loaded as archive:
             arrays = {key: archive[key] for key in archive.files}
     except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as err:
         raise ValueError(f"{path}: corrupt or unreadable compressed model file ({err})") from None
@@ -1330,7 +1483,7 @@ def load_compressed(path) -> Module:
         raise ValueError(f"{path}: unexpected arrays {sorted(arrays)}")
     return model.eval()
 
-# %% ../../modules/18_compression/compression_dev.py #db7ae35f
+# %% ../../modules/18_compression/compression_dev.py #015af409
 @dataclass
 class CompressionReport:
     """What `compress` measured.
@@ -1395,7 +1548,7 @@ class CompressionReport:
 
 
 def compress(model: Module, train_loader=None, test_loader=None, sparsity: float = 0.9,
-             fine_tune_epochs: int = 15, steps: int = 5, scope: str = "global", quantize: bool = True,
+             fine_tune_epochs: int = 30, steps: int = 10, scope: str = "global", quantize: bool = True,
              per: str = "row", lr: float = 1e-3, latency_repeats: int = 7) -> CompressionReport:
     """Prune -> fine-tune -> int8 quantize -> CSR, on a deep copy of `model`.
 
@@ -1450,3 +1603,23 @@ def compress(model: Module, train_loader=None, test_loader=None, sparsity: float
         accuracy_pruned=accuracy_pruned, accuracy_fine_tuned=accuracy_fine_tuned,
         accuracy_compressed=score(sparse), latency_dense=latency_dense, latency_sparse=latency_sparse,
         fine_tune_seconds=fine_tune_seconds, quantized=bool(quantize), model=sparse.eval())
+
+# %% ../../modules/18_compression/compression_dev.py #a77cc762
+def model_summary(technique: str, model: Module, loader, repeats: int = 7) -> dict:
+    """One row of a comparison table, measured now.
+
+    params: every parameter, with each sparse layer counted at its full (dense) weight shape;
+    nonzeros: entries that are not zero (a sparse layer's stored nnz); bytes: what the model
+    holds in memory (4 per float32 parameter, the stored CSR/int8 arrays for sparse layers);
+    accuracy on `loader`; latency: median ms of one forward pass over its first batch.
+    """
+    layers = sparse_layers(model)
+    batch = next(iter(loader))[0]
+    model.eval()
+    with no_grad():
+        latency = median_time(lambda: model(batch), repeats=repeats)
+    return {"technique": technique,
+            "params": count_params(model) + sum(int(np.prod(m.weight_shape)) for m in layers.values()),
+            "nonzeros": count_params(model, nonzero=True) + sum(m.nnz for m in layers.values()),
+            "bytes": model_nbytes_compressed(model), "accuracy": evaluate(model, loader),
+            "latency ms": 1e3 * latency}
