@@ -168,6 +168,8 @@ def test_sensitivity_analysis():
 
 
 def test_pruning_validation():
+    valid = C.MagnitudePruner(0.5).prune(_model())
+    assert all((~m).sum() == round(0.5 * m.size) for m in valid.values()), "valid arguments must prune"
     for bad in (1.0, -0.1, float("nan")):
         with pytest.raises(ValueError, match="sparsity"):
             C.MagnitudePruner(bad)
@@ -388,6 +390,8 @@ def test_teacher_frozen():
 
 
 def test_kd_validation():
+    loss = _kd(4.0, 0.5).loss(Tensor(_S), _T, _Y).item()
+    assert np.isfinite(loss) and loss > 0, "valid arguments must give a finite, positive KD loss"
     teacher, student = MLP(hidden=(8,)), MLP(hidden=(4,))
     for T in (0.0, -2.0):
         with pytest.raises(ValueError, match="temperature"):
@@ -491,6 +495,9 @@ def test_csr_kernels_vectorized():
 
 def test_csr_validation():
     good = dict(data=[5.0, 1.0], indices=[1, 0], indptr=[0, 1, 1, 2], shape=(3, 2))
+    assert np.array_equal(C.CSRMatrix(**good).to_dense(), [[0, 5], [0, 0], [1, 0]]), \
+        "a valid CSRMatrix must hold its values (to_dense)"
+    assert np.array_equal(C.CSRMatrix.from_dense(_W).to_dense(), _W), "from_dense -> to_dense must round-trip"
     cases = [("indptr", dict(indptr=[0, 1, 2])), ("indptr", dict(indptr=[1, 1, 1, 2])),
              ("indptr", dict(indptr=[0, 2, 1, 2])), ("indptr", dict(indptr=[0, 1, 1, 3])),
              ("indices", dict(indices=[1, 2])), ("indices", dict(indices=[1.0, 0.0])),

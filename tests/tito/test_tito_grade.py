@@ -9,14 +9,15 @@ def test_grade_full_marks_with_json(tito, project):
     assert tito("export", "99").returncode == 0
     r = tito("grade", "99", "--json", "results.json")
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "total: 7/7" in r.stdout
+    assert "total: 5/5" in r.stdout
+    assert "module tests (0 points): 2/2 passed" in r.stdout
     res = json.loads((project / "results.json").read_text())
     assert set(res) == {"score", "max_score", "tests"}
-    assert res["score"] == res["max_score"] == 7
+    assert res["score"] == res["max_score"] == 5
     by_name = {t["name"]: t for t in res["tests"]}
     assert by_name["checkpoint_99_demo::test_can_scale"]["max_score"] == 2   # from POINTS
     assert by_name["checkpoint_99_demo::test_can_clip"]["max_score"] == 3
-    assert by_name["test_demo::test_scale_zero"]["max_score"] == 1           # default
+    assert by_name["test_demo::test_scale_zero"]["max_score"] == 0           # module tests score nothing
     for t in res["tests"]:
         assert set(t) == {"name", "score", "max_score", "output"}
 
@@ -28,9 +29,9 @@ def test_grade_student_version_fails(tito, project):
     r = tito("grade", "99", "--json", "out/results.json")
     assert r.returncode == 1
     assert "NotImplementedError" in r.stdout
-    assert "total: 0/7" in r.stdout
+    assert "total: 0/5" in r.stdout
     res = json.loads((project / "out/results.json").read_text())
-    assert res["score"] == 0 and res["max_score"] == 7
+    assert res["score"] == 0 and res["max_score"] == 5
     assert all("NotImplementedError" in t["output"] for t in res["tests"])
 
 
@@ -40,13 +41,13 @@ def test_grade_partial_credit(tito, project):
     assert tito("export", "99").returncode == 0
     r = tito("grade", "99")
     assert r.returncode == 1
-    assert "total: 4/7" in r.stdout  # scale 2 + scale_zero 1 + clip_inside_unchanged 1; clip 0
+    assert "total: 2/5" in r.stdout  # can_scale 2; can_clip 0 (module tests score nothing)
 
 
 def test_grade_without_package_module(tito, project):
     r = tito("grade", "99")  # never exported: test files cannot import
     assert r.returncode == 1
-    assert "total: 0/7" in r.stdout  # 5 (POINTS) + 2 module tests, all lost
+    assert "total: 0/5" in r.stdout  # the 5 POINTS of the checkpoint, all lost
     assert "ModuleNotFoundError" in r.stdout
 
 
