@@ -2209,11 +2209,11 @@ test_csr_matrix()
 #    sum is one `np.einsum("rk,rkb->rb", val, X[idx])`. Padding multiplies by zero, which is
 #    harmless, and empty rows need no special case.
 #
-# Measured on this kind of machine (1024x1024 float32, batch 64), the padded einsum beat
-# `reduceat` by 4-5x at 90-99% sparsity (e.g. 2.2 ms vs 11 ms at 95%). A second fact
-# matters as much: the operand layout. Gathering **rows** of a contiguous `(cols, batch)`
+# Timed side by side (a cell after the tests below does it), the padded einsum beats
+# `reduceat` several times over at 90-99% sparsity. A second fact matters as much: the
+# operand layout. Gathering **rows** of a contiguous `(cols, batch)`
 # array copies whole contiguous runs of memory; gathering columns of `(batch, cols)` jumps
-# through memory, and was 4-6x slower. So the kernel works on `X` of shape `(cols, batch)`,
+# through memory, and is several times slower. So the kernel works on `X` of shape `(cols, batch)`,
 # and a layer computing `x @ W.T` hands it `x.T` made contiguous.
 #
 # Padding wastes work when one row is much longer than the others; random unstructured
@@ -2322,6 +2322,33 @@ def test_csr_kernels():
 test_csr_kernels()
 
 # %% [markdown]
+# ### Measured: padded einsum against the segmented sum
+# The same products, both formulations, on a 1024×1024 matrix and a batch of 64 columns.
+
+# %%
+def segmented_sum_matmul(A: CSRMatrix, X: np.ndarray) -> np.ndarray:
+    """Formulation 1: gather all products, then np.add.reduceat over the non-empty rows."""
+    out = np.zeros((A.shape[0], X.shape[1]), dtype=np.float32)
+    nonempty = np.diff(A.indptr) > 0
+    products = X[A.indices] * A.data[:, None]
+    out[nonempty] = np.add.reduceat(products, A.indptr[:-1][nonempty], axis=0)
+    return out
+
+
+rng = np.random.default_rng(0)
+X64 = rng.standard_normal((1024, 64)).astype(np.float32)
+rows = []
+for sparsity in (0.9, 0.95, 0.99):
+    W = rng.standard_normal((1024, 1024)).astype(np.float32) * (rng.random((1024, 1024)) >= sparsity)
+    A = CSRMatrix.from_dense(W)
+    assert np.allclose(segmented_sum_matmul(A, X64), csr_matmul(A, X64), atol=1e-3)
+    einsum_s = median_time(lambda: csr_matmul(A, X64), repeats=5)
+    reduceat_s = median_time(lambda: segmented_sum_matmul(A, X64), repeats=5)
+    rows.append({"sparsity": sparsity, "padded einsum ms": 1e3 * einsum_s, "reduceat ms": 1e3 * reduceat_s,
+                 "einsum advantage": reduceat_s / einsum_s})
+print(format_table(rows))
+
+# %% [markdown]
 # ### Analysis: when is sparse faster than dense?
 #
 # Sparsity cuts the multiply-adds by `1 / (1 - sparsity)`. But dense BLAS (`X @ W.T`) runs
@@ -2385,10 +2412,10 @@ if HAS_MATPLOTLIB:
 # %% [markdown]
 # Read the time columns next to the memory columns. **Unstructured sparsity always saves
 # memory** once the density is below ~50% (float32 CSR costs 8 bytes per nonzero), but it
-# **saves time only past the crossover printed above**. On the 2-core machine this notebook
-# was written on, our NumPy kernel beat BLAS only at 99-99.5% sparsity, at batch 1 and at
-# batch 256 alike (dense took ~0.04 ms and ~2 ms). Below the crossover, the sparse kernel is
-# slower than multiplying all the zeros. Why?
+# **saves time only past the crossover printed above**: on a 2-core machine, typically only
+# at 98-99.5% sparsity (`python -m benchmarks.bench_kernels` records a full sweep in
+# docs/results/). Below the crossover, the sparse kernel is slower than multiplying all the
+# zeros. Why?
 #
 # * **BLAS is very good at dense work.** It blocks the matrices for the caches, uses SIMD
 #   instructions on contiguous data and both cores. Our kernel does an indirect load
@@ -2397,9 +2424,9 @@ if HAS_MATPLOTLIB:
 # * **At batch 1, fixed costs dominate.** The dense product of a 4 MB matrix with one
 #   vector takes tens of microseconds; a handful of NumPy calls (fancy indexing, einsum
 #   set-up) costs about as much, so only an almost empty matrix wins.
-# * **Compiled sparse code does better, but not by magic.** scipy's C++ CSR product,
-#   measured on the same kind of machine at batch 64, tied with dense BLAS at 90% sparsity
-#   and won by 2.6x at 95%, 7x at 99%.
+# * **Compiled sparse code does better, but not by magic.** scipy's C++ CSR product (timed
+#   next to ours by `benchmarks/bench_kernels.py`) is several times faster than our kernel,
+#   yet it too only beats dense BLAS once the matrix is mostly empty.
 #
 # The measurement itself is a lesson: with 2 cores shared with other programs, BLAS's
 # threads sometimes wait for a core and a dense product takes 10-20x longer than usual.
