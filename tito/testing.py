@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 
 from tito.errors import TitoError
 
@@ -34,6 +35,7 @@ def run_notebook(module) -> bool:
                             resources={"metadata": {"path": str(module.path)}})
     code_cells = [(i, c) for i, c in enumerate(nb.cells) if c.cell_type == "code"]
     print(f"executing {project.rel(src)} ({len(code_cells)} code cells) ...", flush=True)
+    start = time.perf_counter()
     with client.setup_kernel():
         for i, cell in code_cells:
             try:
@@ -41,7 +43,7 @@ def run_notebook(module) -> bool:
             except (CellExecutionError, CellTimeoutError, DeadKernelError) as e:
                 _report_cell_failure(i, cell, e)
                 return False
-    print(f"notebook OK: {len(code_cells)} code cells ran without error")
+    print(f"notebook OK: {len(code_cells)} code cells ran without error in {time.perf_counter() - start:.0f} s")
     return True
 
 
