@@ -205,7 +205,7 @@ def plot(comparisons: list, sweeps: dict, cfg: dict, out, quick: bool) -> None:
         ax.set_title(f"{key} sweep, {cfg['sweep_teacher'].upper()} → {SWEEP_STUDENT}")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    common.save_figure(fig, out, NAME, common.TITLES[NAME] + (" — quick run" if quick else ""))
+    common.save_figure(fig, out, NAME, quick)
 
 
 def main(argv=None) -> dict:

@@ -304,7 +304,7 @@ def plot(square: list, cross: dict, out, quick: bool) -> None:
     ax.set_title("speed-up vs dense")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7)
-    common.save_figure(fig, out, NAME, common.TITLES[NAME] + (" — quick run" if quick else ""))
+    common.save_figure(fig, out, NAME, quick)
 
 
 def main(argv=None) -> dict:

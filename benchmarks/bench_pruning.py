@@ -157,7 +157,7 @@ def plot(results: dict, out, quick: bool) -> None:
         ax.set_ylim(max(0.0, dense - 0.25), min(1.0, dense + 0.03))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="lower left")
-    common.save_figure(fig, out, NAME, common.TITLES[NAME] + (" — quick run" if quick else ""))
+    common.save_figure(fig, out, NAME, quick)
 
 
 def run(quick: bool, out) -> dict:

@@ -155,7 +155,7 @@ def plot(results: dict, out, quick: bool) -> None:
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=6)
     ax.set_title("bytes vs sparsity")
-    common.save_figure(fig, out, NAME, common.TITLES[NAME] + (" — quick run" if quick else ""))
+    common.save_figure(fig, out, NAME, quick)
 
 
 def run(quick: bool, out) -> dict:

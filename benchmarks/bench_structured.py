@@ -178,7 +178,7 @@ def plot(table: list, out, quick: bool) -> None:
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7)
     ax.set_title("MACs and measured speed-up")
-    common.save_figure(fig, out, NAME, common.TITLES[NAME] + (" — quick run" if quick else ""))
+    common.save_figure(fig, out, NAME, quick)
 
 
 def main(argv=None) -> dict:

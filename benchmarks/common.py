@@ -185,8 +185,8 @@ def figure(ncols: int = 2, nrows: int = 1, width: float = 6.0, height: float = 4
     return fig, axes.ravel()
 
 
-def save_figure(fig, out: Path, name: str, title: str) -> Path:
-    fig.suptitle(title)
+def save_figure(fig, out: Path, name: str, quick: bool = False) -> Path:
+    fig.suptitle(TITLES[name] + (" — quick run" if quick else ""))
     fig.tight_layout()
     path = out / f"{name}.png"
     fig.savefig(path, dpi=110)

@@ -2622,6 +2622,14 @@ class _SparseLayer(Module):
         float32 for compute). The shape must be the layer's weight matrix shape."""
         self.weight, self.qweight = _weight_storage(weight, self.weight_shape)
 
+    def _copy_from(self, dense: Module, matrix: np.ndarray, quantize: bool, per: str) -> Module:
+        """Take `dense`'s weight (as the 2-D `matrix`), bias and train/eval mode."""
+        csr = CSRMatrix.from_dense(matrix)
+        self.set_weight(csr.quantize(per) if quantize else csr)
+        if dense.bias is not None:
+            self.bias.data = dense.bias.data.copy()
+        return self.train(dense.training)
+
     @property
     def nnz(self) -> int:
         return self.weight.nnz
@@ -2659,11 +2667,7 @@ class SparseLinear(_SparseLayer):
         if not isinstance(linear, Linear):
             raise ValueError(f"linear must be a Linear layer, got {type(linear).__name__}")
         layer = cls(linear.in_features, linear.out_features, bias=linear.bias is not None)
-        csr = CSRMatrix.from_dense(linear.weight.data)
-        layer.set_weight(csr.quantize(per) if quantize else csr)
-        if linear.bias is not None:
-            layer.bias.data = linear.bias.data.copy()
-        return layer.train(linear.training)
+        return layer._copy_from(linear, linear.weight.data, quantize, per)
 
     def forward(self, x) -> Tensor:
         data = np.asarray(x.data if isinstance(x, Tensor) else x, dtype=np.float32)
@@ -2705,11 +2709,7 @@ class SparseConv2d(_SparseLayer):
             raise ValueError(f"conv must be a Conv2d layer, got {type(conv).__name__}")
         layer = cls(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
                     bias=conv.bias is not None)
-        csr = CSRMatrix.from_dense(conv.weight.data.reshape(conv.out_channels, -1))
-        layer.set_weight(csr.quantize(per) if quantize else csr)
-        if conv.bias is not None:
-            layer.bias.data = conv.bias.data.copy()
-        return layer.train(conv.training)
+        return layer._copy_from(conv, conv.weight.data.reshape(conv.out_channels, -1), quantize, per)
 
     def forward(self, x) -> Tensor:
         data = np.asarray(x.data if isinstance(x, Tensor) else x, dtype=np.float32)

@@ -1169,7 +1169,7 @@ class QuantizedCSR:
         return (f"QuantizedCSR(shape={self.shape}, nnz={self.nnz}, per={per!r}, "
                 f"indices={self.indices.dtype}, indptr={self.indptr.dtype}, nbytes={self.nbytes:,})")
 
-# %% ../../modules/18_compression/compression_dev.py #7869430c
+# %% ../../modules/18_compression/compression_dev.py #d8af9c64
 def _weight_storage(weight, expected_shape: tuple) -> tuple:
     """(compute CSRMatrix float32, QuantizedCSR or None) for a CSRMatrix or QuantizedCSR."""
     if isinstance(weight, QuantizedCSR):
@@ -1198,6 +1198,14 @@ class _SparseLayer(Module):
         """Install a CSRMatrix (float) or a QuantizedCSR (kept for storage, dequantized to
         float32 for compute). The shape must be the layer's weight matrix shape."""
         self.weight, self.qweight = _weight_storage(weight, self.weight_shape)
+
+    def _copy_from(self, dense: Module, matrix: np.ndarray, quantize: bool, per: str) -> Module:
+        """Take `dense`'s weight (as the 2-D `matrix`), bias and train/eval mode."""
+        csr = CSRMatrix.from_dense(matrix)
+        self.set_weight(csr.quantize(per) if quantize else csr)
+        if dense.bias is not None:
+            self.bias.data = dense.bias.data.copy()
+        return self.train(dense.training)
 
     @property
     def nnz(self) -> int:
@@ -1236,11 +1244,7 @@ class SparseLinear(_SparseLayer):
         if not isinstance(linear, Linear):
             raise ValueError(f"linear must be a Linear layer, got {type(linear).__name__}")
         layer = cls(linear.in_features, linear.out_features, bias=linear.bias is not None)
-        csr = CSRMatrix.from_dense(linear.weight.data)
-        layer.set_weight(csr.quantize(per) if quantize else csr)
-        if linear.bias is not None:
-            layer.bias.data = linear.bias.data.copy()
-        return layer.train(linear.training)
+        return layer._copy_from(linear, linear.weight.data, quantize, per)
 
     def forward(self, x) -> Tensor:
         data = np.asarray(x.data if isinstance(x, Tensor) else x, dtype=np.float32)
@@ -1282,11 +1286,7 @@ class SparseConv2d(_SparseLayer):
             raise ValueError(f"conv must be a Conv2d layer, got {type(conv).__name__}")
         layer = cls(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
                     bias=conv.bias is not None)
-        csr = CSRMatrix.from_dense(conv.weight.data.reshape(conv.out_channels, -1))
-        layer.set_weight(csr.quantize(per) if quantize else csr)
-        if conv.bias is not None:
-            layer.bias.data = conv.bias.data.copy()
-        return layer.train(conv.training)
+        return layer._copy_from(conv, conv.weight.data.reshape(conv.out_channels, -1), quantize, per)
 
     def forward(self, x) -> Tensor:
         data = np.asarray(x.data if isinstance(x, Tensor) else x, dtype=np.float32)
