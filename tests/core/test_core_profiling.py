@@ -1,7 +1,8 @@
 """count_parameters, layer_macs (hand-counted) and median_time."""
 import numpy as np
 
-from tinytorch.core import Conv2d, Dropout, Flatten, Linear, ReLU, Sequential, count_parameters, layer_macs, median_time
+from tinytorch.core import (Conv2d, Dropout, Flatten, Linear, ReLU, Sequential, count_parameters, format_table,
+                            layer_macs, median_time)
 from tinytorch.models import MLP, SimpleCNN, TinyTransformer
 
 
@@ -58,3 +59,14 @@ def test_median_time_positive_float_and_call_count():
     t = median_time(work, repeats=5, warmup=2)
     assert isinstance(t, float) and t > 0
     assert len(calls) == 7
+
+
+def test_format_table_by_hand():
+    rows = [{"name": "a", "sparsity": 0.5, "ms": 1.23456, "params": 12345}, {"name": "bb", "sparsity": 1.0}]
+    lines = format_table(rows).splitlines()
+    assert lines == ["name  sparsity     ms  params",
+                     "----  --------  -----  ------",
+                     "   a    50.00%  1.235  12,345",
+                     "  bb   100.00%               "]
+    assert format_table([]) == "(empty)"
+    assert format_table(rows, ["params"]).splitlines()[2] == "12,345"

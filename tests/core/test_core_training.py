@@ -75,3 +75,13 @@ def test_fit_verbose_prints_one_line_per_epoch(capsys):
     fit(model, loader, SGD(model.parameters(), lr=0.1), epochs=2)
     lines = [line for line in capsys.readouterr().out.splitlines() if line.strip()]
     assert len(lines) == 2 and lines[0].startswith("epoch 1/2")
+
+
+def test_empty_loaders_are_refused_clearly():
+    model = Linear(2, 2)
+    empty = DataLoader(TensorDataset(np.zeros((0, 2)), np.zeros(0, dtype=np.int64)), batch_size=4)
+    for call in (lambda: evaluate(model, empty),
+                 lambda: train_epoch(model, empty, SGD(model.parameters(), lr=0.1)),
+                 lambda: evaluate(model, [])):
+        with pytest.raises(ValueError, match="loader is empty"):
+            call()

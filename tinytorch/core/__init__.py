@@ -9,7 +9,7 @@ from .layers import Dropout, Flatten, LayerNorm, Linear, ReLU, Sequential, Tanh
 from .module import Module, Parameter
 from .optim import SGD, Adam, Optimizer
 from .precision import dequantize_int8, int8_scale, model_nbytes, quantization_error, quantize_int8
-from .profiling import count_parameters, layer_macs, median_time
+from .profiling import count_parameters, format_table, layer_macs, median_time
 from .serialization import load_model, read_metadata, save_model
 from .tensor import Tensor, is_grad_enabled, no_grad
 from .training import evaluate, fit, predict, train_epoch

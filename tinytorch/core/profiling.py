@@ -1,4 +1,5 @@
-"""Counting and timing: parameters, multiply-accumulates per layer, median wall time."""
+"""Counting, timing and reporting: parameters, multiply-accumulates per layer, median wall time,
+and aligned text tables of the results."""
 from __future__ import annotations
 
 import time
@@ -57,3 +58,30 @@ def median_time(fn, repeats: int = 7, warmup: int = 1) -> float:
         fn()
         times.append(time.perf_counter() - start)
     return float(np.median(times))
+
+
+def format_table(rows: list, columns: list | None = None) -> str:
+    """Rows of dicts as an aligned text table, a header rule under the column names.
+
+    `columns` picks and orders the keys (default: the first row's). Floats in [0, 1] under a
+    name containing 'sparsity' or 'accuracy' print as percentages, other floats with 4
+    significant digits, ints with thousands separators.
+    """
+    if not rows:
+        return "(empty)"
+    columns = columns or list(rows[0])
+
+    def cell(key, value):
+        if isinstance(value, float) and ("sparsity" in key or "accuracy" in key):
+            return f"{value:.2%}"
+        if isinstance(value, float):
+            return f"{value:.4g}"
+        if isinstance(value, int) and not isinstance(value, bool):
+            return f"{value:,}"
+        return str(value)
+
+    text = [[str(c) for c in columns]] + [[cell(c, r.get(c, "")) for c in columns] for r in rows]
+    widths = [max(len(line[i]) for line in text) for i in range(len(columns))]
+    lines = ["  ".join(v.rjust(w) for v, w in zip(line, widths)) for line in text]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)

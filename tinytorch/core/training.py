@@ -19,6 +19,8 @@ def predict(model, loader) -> tuple[np.ndarray, np.ndarray]:
             logits.append(model(x).data)
             labels.append(y.data)
     model.train(was_training)
+    if not logits:
+        raise ValueError("loader is empty: it yielded no (inputs, labels) batch to predict")
     return np.concatenate(logits), np.concatenate(labels)
 
 
@@ -41,6 +43,8 @@ def train_epoch(model, loader, optimizer, loss_fn=cross_entropy) -> tuple[float,
         total_loss += loss.item() * len(y)
         correct += int((logits.data.argmax(axis=1) == y.data).sum())
         seen += len(y)
+    if seen == 0:
+        raise ValueError("loader is empty: it yielded no (inputs, labels) sample to train on")
     return total_loss / seen, correct / seen
 
 
