@@ -92,3 +92,14 @@ def test_model_nbytes():
     model = Sequential(Linear(10, 5), Linear(5, 2, bias=False))
     assert model_nbytes(model) == (55 + 10) * 4
     assert model_nbytes(model, bytes_per_value=1) == 65
+
+
+def test_int8_scale_keeps_the_error_bound_for_subnormal_weights():
+    tiny = np.float32(np.finfo(np.float32).smallest_subnormal)
+    # 940 * 2**-149 / 127 = 7.4 * 2**-149 would round DOWN to 7 units: 940 / 7 > 127 would clip
+    for peak_units in (1, 126, 127, 940, 30000):
+        w = np.array([peak_units, -3, 0], dtype=np.float32) * tiny
+        q, scale = quantize_int8(w)
+        assert scale > 0 and np.abs(q).max() <= 127
+        err = np.abs(dequantize_int8(q, scale).astype(np.float64) - w.astype(np.float64))
+        assert (err <= float(scale) / 2 + 1e-60).all(), (peak_units, err.max(), scale)

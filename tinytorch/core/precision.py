@@ -10,14 +10,22 @@ import numpy as np
 
 def int8_scale(w: np.ndarray, axis: int | None = None) -> np.ndarray:
     """max|w| / 127 over the whole tensor (axis=None) or per slice along `axis`
-    (e.g. axis=0: one scale per output channel). All-zero slices get scale 1."""
+    (e.g. axis=0: one scale per output channel). All-zero slices get scale 1.
+
+    The float32 scale is never below the exact max|w| / 127 (it is rounded up), so
+    |w / scale| <= 127 and every value keeps the error bound scale / 2, even when max|w| is
+    subnormal and max|w| / 127 would round down, or to 0, in float32.
+    """
     w = np.asarray(w, dtype=np.float32)
     if axis is None:
         peak = np.abs(w).max(initial=0.0)
     else:
         reduce_axes = tuple(a for a in range(w.ndim) if a != axis % w.ndim)
         peak = np.abs(w).max(axis=reduce_axes, keepdims=True, initial=0.0)
-    return np.where(peak > 0, peak / 127.0, 1.0).astype(np.float32)
+    exact = np.asarray(peak, dtype=np.float64) / 127.0
+    scale = exact.astype(np.float32)
+    scale = np.where(scale < exact, np.nextafter(scale, np.float32(np.inf)), scale)
+    return np.where(peak > 0, scale, 1.0).astype(np.float32)
 
 
 def quantize_int8(w: np.ndarray, axis: int | None = None) -> tuple[np.ndarray, np.ndarray]:
