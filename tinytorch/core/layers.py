@@ -1,8 +1,11 @@
 """Basic layers: Linear, activations, Flatten, Dropout, LayerNorm and Sequential."""
 from __future__ import annotations
 
+import operator
+
 import numpy as np
 
+from . import init
 from .init import generator, uniform_fan_in
 from .module import Module, Parameter
 from .tensor import Tensor
@@ -75,8 +78,8 @@ class LayerNorm(Module):
     def __init__(self, normalized_shape: int, eps: float = 1e-5):
         super().__init__()
         self.normalized_shape, self.eps = int(normalized_shape), float(eps)
-        self.weight = Parameter(np.ones(self.normalized_shape))
-        self.bias = Parameter(np.zeros(self.normalized_shape))
+        self.weight = Parameter(init.ones(self.normalized_shape))
+        self.bias = Parameter(init.zeros(self.normalized_shape))
 
     def forward(self, x: Tensor) -> Tensor:
         mean = x.mean(axis=-1, keepdims=True)
@@ -90,22 +93,39 @@ class LayerNorm(Module):
 
 class Sequential(Module):
     """Apply layers in order. Indexable (`model[0]`, slices give a Sequential), iterable,
-    `len()`-able, and editable (`model[i] = layer`, `del model[i]`) so compression code can
-    swap or drop layers; children are named "0", "1", ... as in PyTorch."""
+    `len()`-able, and editable (`model[i] = layer` keeps the position, `del model[i]`
+    renumbers, `append`) so compression code can swap or drop layers; children are named
+    "0", "1", ... as in PyTorch."""
 
     def __init__(self, *layers: Module):
         super().__init__()
         self._set_layers(layers)
 
+    @staticmethod
+    def _check_layer(layer, position) -> None:
+        if not isinstance(layer, Module):
+            raise ValueError(f"Sequential takes Modules, got {type(layer).__name__} at position {position}")
+
     def _set_layers(self, layers) -> None:
+        """Replace all children by `layers`, named "0", "1", ...; a bad layer leaves self unchanged."""
         layers = list(layers)
-        for i, layer in enumerate(layers):  # validate first: a bad layer leaves self unchanged
-            if not isinstance(layer, Module):
-                raise ValueError(f"Sequential takes Modules, got {type(layer).__name__} at position {i}")
+        for i, layer in enumerate(layers):
+            self._check_layer(layer, i)
         for name in list(self._modules):
             delattr(self, name)
         for i, layer in enumerate(layers):
             setattr(self, str(i), layer)
+
+    def _name(self, index) -> str:
+        """The child name of integer position `index` (negative counts from the end)."""
+        n = len(self._modules)
+        try:
+            i = operator.index(index)
+        except TypeError:
+            raise ValueError(f"index must be an int, got {type(index).__name__}") from None
+        if not -n <= i < n:
+            raise IndexError(f"index {i} is out of range for a Sequential of {n} layers")
+        return list(self._modules)[i % n]
 
     def forward(self, x):
         for layer in self._modules.values():
@@ -119,23 +139,24 @@ class Sequential(Module):
         return iter(list(self._modules.values()))
 
     def __getitem__(self, index):
-        layers = list(self._modules.values())
         if isinstance(index, slice):
-            return Sequential(*layers[index])
-        return layers[index]
+            return Sequential(*list(self._modules.values())[index])
+        return self._modules[self._name(index)]
 
     def __setitem__(self, index: int, layer: Module) -> None:
-        layers = list(self._modules.values())
-        layers[index] = layer
-        self._set_layers(layers)
+        """Put `layer` at position `index`, keeping every other layer where it is."""
+        name = self._name(index)
+        self._check_layer(layer, index)
+        setattr(self, name, layer)
 
     def __delitem__(self, index) -> None:
         layers = list(self._modules.values())
         del layers[index]
-        self._set_layers(layers)
+        self._set_layers(layers)  # renumber: the children stay "0" .. "n-1", as in PyTorch
 
     def append(self, layer: Module) -> "Sequential":
-        self._set_layers(list(self._modules.values()) + [layer])
+        self._check_layer(layer, len(self))
+        setattr(self, str(len(self)), layer)
         return self
 
     @classmethod

@@ -38,11 +38,15 @@ class Module:
     `config()` returning them, so `save_model`/`load_model` can rebuild the module.
     """
 
-    registry: dict[str, type] = {}  # class name -> class, so load_model can rebuild any layer
+    registry: dict[str, type] = {}  # class name -> class (the latest class of that name)
+    # (defining module, class name) -> class: what load_model resolves, so a class of the same
+    # name defined elsewhere (a test, a notebook) can never stand in for a tinytorch layer
+    _classes: dict[tuple[str, str], type] = {}
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         Module.registry[cls.__name__] = cls
+        Module._classes[(cls.__module__, cls.__name__)] = cls
 
     def __init__(self):
         object.__setattr__(self, "_parameters", OrderedDict())
@@ -51,14 +55,20 @@ class Module:
         object.__setattr__(self, "training", True)
 
     def __setattr__(self, name: str, value) -> None:
+        """Register Parameters and Modules. Re-assigning a registered name keeps its position
+        in the order (as PyTorch does), so `seq[0] = layer` keeps the layer first; any other
+        value (None, a number, ...) removes the registration."""
         if "_parameters" not in self.__dict__:
             raise AttributeError(f"call Module.__init__() in {type(self).__name__}.__init__ first")
-        self._parameters.pop(name, None)
-        self._modules.pop(name, None)
         if isinstance(value, Parameter):
-            self._parameters[name] = value
+            self._modules.pop(name, None)
+            self._parameters[name] = value  # an existing key keeps its place in the OrderedDict
         elif isinstance(value, Module):
+            self._parameters.pop(name, None)
             self._modules[name] = value
+        else:
+            self._parameters.pop(name, None)
+            self._modules.pop(name, None)
         object.__setattr__(self, name, value)
 
     def __delattr__(self, name: str) -> None:
@@ -83,8 +93,21 @@ class Module:
         return _HookHandle(self._forward_hooks, key)
 
     # ------------------------------------------------------------- traversal
+    def named_children(self) -> Iterator[tuple[str, Module]]:
+        """(name, child) for each direct sub-Module in registration order; a child registered
+        under two names is listed once, under the first (as in PyTorch)."""
+        seen = set()
+        for name, child in self._modules.items():
+            if id(child) not in seen:
+                seen.add(id(child))
+                yield name, child
+
+    def children(self) -> Iterator[Module]:
+        for _, child in self.named_children():
+            yield child
+
     def named_modules(self, prefix: str = "") -> Iterator[tuple[str, Module]]:
-        """This module and every descendant, with dotted names ("" is the root)."""
+        """This module and every descendant, depth first, with dotted names ("" is the root)."""
         seen = set()
         stack = [(prefix, self)]
         while stack:
@@ -94,14 +117,11 @@ class Module:
             seen.add(id(module))
             yield name, module
             stack.extend(reversed([(f"{name}.{child_name}" if name else child_name, child)
-                                   for child_name, child in module._modules.items()]))
+                                   for child_name, child in module.named_children()]))
 
     def modules(self) -> Iterator[Module]:
         for _, module in self.named_modules():
             yield module
-
-    def children(self) -> Iterator[Module]:
-        yield from self._modules.values()
 
     def named_parameters(self, prefix: str = "") -> Iterator[tuple[str, Parameter]]:
         """Every parameter with PyTorch-style dotted names, e.g. ("0.weight", Parameter)."""
@@ -150,7 +170,21 @@ class Module:
                 raise ValueError(
                     f"state_dict shape mismatch for {name!r}: file has {value.shape}, "
                     f"model expects {own[name].shape}")
-            own[name].data = value.astype(np.float32).copy()
+            own[name].data = np.array(value, dtype=np.float32)  # one copy, never a view of `state`
+
+    def get_extra_state(self):
+        """State that is not a Parameter (e.g. a sparse layer's CSR weight), as PyTorch names it.
+
+        A subclass that keeps such state overrides this and `set_extra_state`; `save_model`
+        refuses modules that do (see `has_extra_state`), because it stores Parameters only.
+        """
+        raise RuntimeError(f"{type(self).__name__}.get_extra_state() is not implemented: only "
+                           "subclasses that keep extra state override it (see has_extra_state)")
+
+    def set_extra_state(self, state) -> None:
+        """Restore what `get_extra_state` returned; subclasses with extra state override it."""
+        raise RuntimeError(f"{type(self).__name__}.set_extra_state() is not implemented: only "
+                           "subclasses that keep extra state override it (see has_extra_state)")
 
     def config(self) -> dict:
         """Constructor keyword arguments that rebuild this module (empty if none)."""
@@ -169,3 +203,13 @@ class Module:
             lines.append(f"  ({name}): {body}")
         lines.append(")")
         return "\n".join(lines)
+
+
+def has_extra_state(module: Module) -> bool:
+    """True if `module`'s class overrides get_extra_state (PyTorch's rule for extra state)."""
+    return type(module).get_extra_state is not Module.get_extra_state
+
+
+def registered_class(module_name: str, class_name: str) -> type | None:
+    """The Module subclass named `class_name` defined in module `module_name`, or None."""
+    return Module._classes.get((module_name, class_name))

@@ -2,9 +2,8 @@
 blocks can be inspected, skipped or removed one by one."""
 from __future__ import annotations
 
-
+from ..core import init
 from ..core.attention import TransformerBlock
-from ..core.init import generator
 from ..core.layers import LayerNorm, Linear, Sequential
 from ..core.module import Module, Parameter
 from ..core.tensor import Tensor
@@ -21,7 +20,7 @@ class PatchEmbedding(Module):
         self.image_size, self.patch_size, self.in_channels, self.dim = image_size, patch_size, in_channels, dim
         self.num_patches = (image_size // patch_size) ** 2
         self.proj = Linear(in_channels * patch_size * patch_size, dim)
-        self.position = Parameter(0.02 * generator().standard_normal((self.num_patches, dim)))
+        self.position = Parameter(init.normal((self.num_patches, dim), std=0.02))
 
     def forward(self, x: Tensor) -> Tensor:
         n, c, h, w = x.shape
