@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from tinytorch.core import (SGD, Dropout, LayerNorm, Linear, Module, Parameter, ReLU, Sequential, Tanh,
-                            Tensor, manual_seed)
+                            Tensor, has_extra_state, manual_seed)
 from tinytorch.models import TinyTransformer
 
 
@@ -233,6 +233,84 @@ def test_sequential_from_layers_keeps_subclass_without_init():
     layers = [Linear(2, 5), Tanh()]
     obj = Wide.from_layers(layers)
     assert type(obj) is Wide and list(obj) == layers
+
+
+def test_sequential_setitem_keeps_the_position_of_the_replaced_layer():
+    first, relu, last = Linear(2, 3), ReLU(), Linear(3, 1)
+    seq = Sequential(first, relu, last)
+    new = Linear(2, 3)
+    seq[0] = new
+    assert list(seq) == [new, relu, last]  # the old pop-and-reinsert put `new` last
+    assert [n for n, _ in seq.named_children()] == ["0", "1", "2"]
+    tanh = Tanh()
+    setattr(seq, "1", tanh)
+    assert list(seq) == [new, tanh, last]
+    seq[-1] = Linear(3, 1)
+    assert seq[0] is new and seq[1] is tanh and seq[2] is not last
+    x = x_batch(4, 2)
+    np.testing.assert_array_equal(seq(x).data, seq[2](tanh(new(x))).data)  # forward in the same order
+    with pytest.raises(IndexError):
+        seq[3] = ReLU()
+
+
+def test_reassigning_a_child_of_a_custom_module_keeps_its_position():
+    m = TwoBranch()
+    narrow = Linear(3, 2, bias=False)
+    m.left = narrow
+    assert [n for n, _ in m.named_children()] == ["left", "right"]
+    assert [n for n, _ in m.named_parameters()] == ["scale", "left.weight", "right.0.weight", "right.0.bias",
+                                                    "right.2.weight", "right.2.bias"]
+    m.right[0] = Linear(3, 4)  # nested Sequential inside the custom module
+    assert [n for n, _ in m.named_modules()] == ["", "left", "right", "right.0", "right.1", "right.2"]
+    x = x_batch()
+    expected = (narrow(x) + m.right[2](m.right[1](m.right[0](x)))) * m.scale
+    np.testing.assert_array_equal(m(x).data, expected.data)
+
+
+def test_reassigning_a_parameter_keeps_its_position():
+    lin = Linear(3, 2)
+    lin.weight = Parameter(np.zeros((2, 3)))
+    assert [n for n, _ in lin.named_parameters()] == ["weight", "bias"]
+    assert lin.state_dict()["weight"].sum() == 0
+
+
+def test_switching_between_module_parameter_and_plain_value():
+    m = TwoBranch()
+    m.left = Parameter(np.ones(2))  # a Module replaced by a Parameter: now a parameter, no child
+    assert [n for n, _ in m.named_children()] == ["right"]
+    assert "left" in dict(m.named_parameters())
+    m.left = Tanh()
+    assert "left" not in dict(m.named_parameters()) and dict(m.named_children())["left"] is m.left
+    m.left = None  # neither: the registration goes, the attribute stays
+    assert [n for n, _ in m.named_children()] == ["right"] and m.left is None
+
+
+def test_named_children_lists_direct_children_once_in_order():
+    lin = Linear(2, 2)
+    seq = Sequential(lin, Tanh(), lin)
+    assert [(n, type(c).__name__) for n, c in seq.named_children()] == [("0", "Linear"), ("1", "Tanh")]
+    assert list(seq.children()) == [lin, seq[1]]
+    assert len(seq) == 3  # the Sequential itself still runs the shared layer twice
+    m = TwoBranch()
+    assert [n for n, _ in m.named_children()] == ["left", "right"]  # not grandchildren
+    assert list(m.children()) == [m.left, m.right]
+
+
+def test_extra_state_is_detected_by_override():
+    class Counter(Module):
+        def __init__(self):
+            super().__init__()
+            self.count = 0
+
+        def get_extra_state(self):
+            return {"count": self.count}
+
+        def set_extra_state(self, state):
+            self.count = state["count"]
+
+    assert has_extra_state(Counter()) and not has_extra_state(Linear(2, 2))
+    with pytest.raises(RuntimeError):
+        Linear(2, 2).get_extra_state()
 
 
 # ------------------------------------------------------------------ hooks
