@@ -1,12 +1,17 @@
 """save_model / load_model / read_metadata: round trips and every way a file can be bad."""
+import io
 import json
 import os
+import tracemalloc
+import zipfile
 
 import numpy as np
 import pytest
+from npz_craft import npy_bytes, zip_bytes
 
-from tinytorch.core import (Conv2d, Dropout, Flatten, LayerNorm, Linear, MaxPool2d, ReLU, Sequential, Tanh, Tensor,
-                            load_model, manual_seed, read_metadata, save_model)
+from tinytorch.core import (Conv2d, Dropout, Flatten, LayerNorm, Linear, MaxPool2d, Module, ReLU, Sequential, Tanh,
+                            Tensor, TransformerBlock, build_module, load_model, manual_seed, module_spec,
+                            read_metadata, save_model)
 from tinytorch.models import MLP, SimpleCNN, TinyTransformer
 
 
@@ -200,3 +205,308 @@ def test_spec_that_is_not_json(tmp_path, saved_mlp):
     np.savez(tmp_path / "nojson.npz", **arrays)
     with pytest.raises(ValueError):
         load_model(tmp_path / "nojson.npz")
+
+
+# ------------------------------------------------------------------ models save_model must refuse
+class KeepsCounts(Linear):
+    """A real layer with state outside its Parameters (like the compression package's CSR weights)."""
+
+    def __init__(self, in_features, out_features):
+        super().__init__(in_features, out_features)
+        self.calls = 0
+
+    def get_extra_state(self):
+        return {"calls": self.calls}
+
+    def set_extra_state(self, state):
+        self.calls = state["calls"]
+
+
+def test_save_model_refuses_a_layer_with_extra_state(tmp_path):
+    path = tmp_path / "m.npz"
+    save_model(Linear(2, 2), path)
+    before = path.read_bytes()
+    model = Sequential(Linear(2, 3), ReLU(), Sequential(KeepsCounts(3, 2)))
+    with pytest.raises(ValueError) as err:
+        save_model(model, path)
+    message = str(err.value)
+    for part in ("'2.0'", "KeepsCounts", "Parameters only", "tinytorch.optimization.compression.save_compressed"):
+        assert part in message
+    assert path.read_bytes() == before and os.listdir(tmp_path) == ["m.npz"]
+    with pytest.raises(ValueError, match="the model itself"):
+        save_model(KeepsCounts(2, 2), tmp_path / "other.npz")
+    assert os.listdir(tmp_path) == ["m.npz"]
+
+
+def test_save_model_refuses_classes_load_model_could_not_rebuild(tmp_path):
+    class Outside(Module):  # defined in this test module, not in tinytorch
+        def forward(self, x):
+            return x
+
+    with pytest.raises(ValueError, match="Outside.*tinytorch"):
+        save_model(Sequential(Linear(2, 2), Outside()), tmp_path / "m.npz")
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("metadata", [{"accuracy": np.float32(0.9)}, {"when": object()}, {"ok": 1, "bad": {2, 3}},
+                                      [("accuracy", 0.9)], "accuracy=0.9"],
+                         ids=["numpy-float", "object", "set", "list", "string"])
+def test_unencodable_metadata_raises_value_error_before_writing(tmp_path, metadata):
+    path = tmp_path / "m.npz"
+    save_model(Linear(2, 2), path, metadata={"v": 1})
+    before = path.read_bytes()
+    with pytest.raises(ValueError, match="metadata"):
+        save_model(Linear(3, 3), path, metadata=metadata)
+    assert path.read_bytes() == before and os.listdir(tmp_path) == ["m.npz"]
+
+
+def test_circular_metadata_raises_value_error(tmp_path):
+    loop = {}
+    loop["self"] = loop
+    with pytest.raises(ValueError, match="metadata"):
+        save_model(Linear(2, 2), tmp_path / "m.npz", metadata=loop)
+
+
+# ------------------------------------------------------------------ children recorded in the spec
+def edited_transformer():
+    """TinyTransformer whose first block has replaced children of other types and configs."""
+    model = TinyTransformer(dim=8, depth=2, num_heads=2)
+    block = model[1]
+    block.norm1 = LayerNorm(8, eps=1e-2)  # same Parameters, different config: only the spec can tell
+    block.attn.qkv = Linear(8, 24, bias=False)
+    block.attn.proj = Sequential(Linear(8, 8), Tanh())  # a different type in place of a Linear
+    block.mlp[2] = Linear(16, 8, bias=False)
+    model[0].proj = Linear(4, 8, bias=False)
+    return model
+
+
+def test_replaced_children_round_trip_in_place(tmp_path):
+    manual_seed(3)
+    model = edited_transformer()
+    path = tmp_path / "t.npz"
+    save_model(model, path)
+    manual_seed(11)
+    loaded = load_model(path)
+    assert [(n, type(m).__name__, m.config()) for n, m in loaded.named_modules()] == \
+        [(n, type(m).__name__, m.config()) for n, m in model.named_modules()]
+    assert [n for n, _ in loaded[1].named_children()] == ["norm1", "attn", "norm2", "mlp"]
+    assert loaded[1].norm1.eps == 1e-2 and loaded[1].attn.qkv.bias is None
+    x = Tensor(np.random.default_rng(0).standard_normal((2, 1, 8, 8)))
+    np.testing.assert_array_equal(outputs(loaded, x), outputs(model, x))
+
+
+def test_a_custom_container_as_the_root_round_trips(tmp_path):
+    block = TransformerBlock(8, 2, mlp_ratio=3)
+    block.mlp = Sequential(Linear(8, 5), Tanh(), Linear(5, 8))
+    save_model(block, tmp_path / "b.npz")
+    loaded = load_model(tmp_path / "b.npz")
+    assert type(loaded) is TransformerBlock and [type(m).__name__ for m in loaded.mlp] == ["Linear", "Tanh", "Linear"]
+    x = Tensor(np.random.default_rng(1).standard_normal((2, 4, 8)))
+    np.testing.assert_array_equal(outputs(loaded, x), outputs(block, x))
+
+
+def test_spec_children_match_module_tree():
+    spec = module_spec(edited_transformer())
+    block = spec["layers"][1]
+    assert list(block["children"]) == ["norm1", "attn", "norm2", "mlp"]
+    assert block["children"]["attn"]["children"]["proj"]["type"] == "Sequential"
+    assert "children" not in block["children"]["norm1"]  # no children: no key, as in files saved before
+
+
+def test_files_saved_before_children_were_recorded_still_load(tmp_path, saved_mlp):
+    manual_seed(2)
+    model = TinyTransformer(dim=8, depth=1, num_heads=2)
+    save_model(model, tmp_path / "new.npz")
+    with np.load(tmp_path / "new.npz", allow_pickle=False) as archive:
+        header = json.loads(str(archive["__spec__"]))
+
+    def strip(spec):
+        spec.pop("children", None)
+        for child in spec.get("layers", []):
+            strip(child)
+        return spec
+
+    strip(header["model"])
+    assert "children" not in json.dumps(header)
+    loaded = load_model(rewrite(tmp_path / "new.npz", tmp_path / "old.npz", header=header))
+    np.testing.assert_array_equal(outputs(loaded, images()), outputs(model, images()))
+
+
+def test_children_names_must_match_the_constructor(tmp_path):
+    save_model(TransformerBlock(8, 2), tmp_path / "b.npz")
+    with np.load(tmp_path / "b.npz", allow_pickle=False) as archive:
+        header = json.loads(str(archive["__spec__"]))
+    header["model"]["children"]["extra"] = header["model"]["children"].pop("norm2")
+    with pytest.raises(ValueError, match="children.*extra"):
+        load_model(rewrite(tmp_path / "b.npz", tmp_path / "bad.npz", header=header))
+
+
+# ------------------------------------------------------------------ hostile specs
+def spec_file(tmp_path, model_spec, name="hostile.npz", **arrays):
+    header = {"format": "tinytorch-model", "version": 1, "model": model_spec, "metadata": {}}
+    path = tmp_path / name
+    np.savez_compressed(path, __spec__=np.array(json.dumps(header)), **arrays)
+    return path
+
+
+LINEAR = {"type": "Linear", "module": "tinytorch.core.layers", "config": {"in_features": 2, "out_features": 2}}
+
+
+def nested(depth):
+    spec = {"type": "ReLU", "module": "tinytorch.core.layers", "config": {}}
+    for _ in range(depth):
+        spec = {"type": "Sequential", "module": "tinytorch.core.layers", "layers": [spec]}
+    return spec
+
+
+@pytest.mark.parametrize("model_spec", [
+    {"type": "system", "module": "os", "config": {"command": "echo hacked"}},
+    dict(LINEAR, module="builtins"),  # a real layer name from a module that is not tinytorch
+    dict(LINEAR, module="numpy"),
+    dict(LINEAR, module="tinytorch_evil.layers"),
+    dict(LINEAR, module="tinytorch.core.conv"),  # tinytorch, but not where Linear is defined
+    dict(LINEAR, module="tinytorch.no_such_module"),
+    dict(LINEAR, type="NoSuchLayer"),
+    dict(LINEAR, type="Module", module="tinytorch.core.module"),
+    dict(LINEAR, module="tinytorch.core.__init__"),
+    dict(LINEAR, type=["Linear"]),
+    dict(LINEAR, config=[2, 2]),
+    dict(LINEAR, config={"in_features": {"nested": 2}, "out_features": 2}),
+    dict(LINEAR, config={"in_features": 2, "out_features": 2, "not an identifier": 1}),
+    dict(LINEAR, config={"in_features": "two", "out_features": 2}),
+    dict(LINEAR, config={"in_features": -3, "out_features": 2}),
+    dict(LINEAR, config={"in_features": 2}),
+    dict(LINEAR, extra_key=1),
+    dict(LINEAR, layers=[]),
+    {"type": "Dropout", "module": "tinytorch.core.layers", "config": {"p": 2.0}},
+    {"type": "Sequential", "module": "tinytorch.core.layers", "layers": "ReLU"},
+    {"type": "Sequential", "module": "tinytorch.core.layers", "layers": [LINEAR, 5]},
+    {"type": "Sequential", "module": "tinytorch.core.layers", "config": {}},
+    {"type": "TransformerBlock", "module": "tinytorch.core.attention", "config": {"dim": 8, "num_heads": 2},
+     "children": ["norm1"]},
+    nested(100),
+], ids=["os-system", "builtins", "numpy", "prefix-lookalike", "wrong-home", "no-module", "unregistered",
+        "base-class", "dunder-module", "type-not-str", "config-list", "config-dict-value", "config-key",
+        "config-type", "config-negative", "config-missing", "unknown-key", "layers-on-linear", "dropout-p",
+        "layers-str", "layers-item", "sequential-config", "children-list", "nested-100"])
+def test_hostile_or_malformed_specs_raise_value_error_naming_the_file(tmp_path, model_spec):
+    path = spec_file(tmp_path, model_spec, **{"weight": np.zeros((2, 2), np.float32), "bias": np.zeros(2, np.float32)})
+    with pytest.raises(ValueError, match="hostile.npz"):
+        load_model(path)
+
+
+def test_deeply_nested_spec_raises_value_error_not_recursion_error(tmp_path):
+    # 5000 levels: json.loads itself overflows the stack (RecursionError escaped before)
+    depth = 5000
+    layer = '{"type": "Sequential", "module": "tinytorch.core.layers", "layers": ['
+    model = layer * depth + json.dumps(nested(0)) + "]}" * depth
+    text = '{"format": "tinytorch-model", "version": 1, "metadata": {}, "model": ' + model + "}"
+    path = tmp_path / "hostile.npz"
+    np.savez_compressed(path, __spec__=np.array(text))
+    with pytest.raises(ValueError, match="hostile.npz"):
+        load_model(path)
+
+
+def test_build_module_limits_depth_and_validates_max_elements():
+    assert type(build_module(nested(60))) is Sequential
+    with pytest.raises(ValueError, match="deeper than 64"):
+        build_module(nested(65))
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="max_elements"):
+            build_module(LINEAR, max_elements=bad)
+    assert build_module(LINEAR, max_elements=6).weight.shape == (2, 2)
+    with pytest.raises(ValueError, match="allocation budget"):
+        build_module(LINEAR, max_elements=5)
+
+
+def test_build_module_budget_counts_constructor_children_it_replaces():
+    model = edited_transformer()
+    spec = json.loads(json.dumps(module_spec(model)))
+    n_params = sum(p.size for p in model.parameters())
+    rebuilt = build_module(spec, max_elements=2 * n_params)
+    assert [type(m) for m in rebuilt.modules()] == [type(m) for m in model.modules()]
+    with pytest.raises(ValueError, match="allocation budget"):
+        build_module(spec, max_elements=n_params)  # the replaced Linears were allocated first
+
+
+def test_small_file_declaring_a_huge_layer_is_refused_without_allocating_it(tmp_path):
+    path = spec_file(tmp_path, {"type": "Linear", "module": "tinytorch.core.layers",
+                                "config": {"in_features": 8000, "out_features": 8000}})
+    assert path.stat().st_size < 500
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError, match="hostile.npz.*allocation budget"):
+            load_model(path)  # Linear(8000, 8000) would allocate 256 MB (float32) plus temporaries
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 << 20
+
+
+def test_non_float_weights_are_refused(tmp_path):
+    path = spec_file(tmp_path, LINEAR, weight=np.array([["1.5", "2"], ["3", "4"]]), bias=np.zeros(2, np.float32))
+    with pytest.raises(ValueError, match="hostile.npz.*float"):
+        load_model(path)
+
+
+# ------------------------------------------------------------------ hostile archives
+def hostile_archive(tmp_path, members, deflate=False):
+    path = tmp_path / "hostile.npz"
+    path.write_bytes(zip_bytes(members, deflate=deflate))
+    return path
+
+
+def spec_member(model_spec=LINEAR):
+    header = {"format": "tinytorch-model", "version": 1, "model": model_spec, "metadata": {}}
+    buffer = io.BytesIO()
+    np.save(buffer, np.array(json.dumps(header)))
+    return ("__spec__.npy", buffer.getvalue(), None)
+
+
+def assert_refused_with_little_memory(path, limit=8 << 20):
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError, match=path.name):
+            load_model(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < limit
+
+
+def test_npy_header_declaring_a_trillion_floats_is_refused(tmp_path):
+    weight = npy_bytes((10**12,), "<f4", data=b"\0" * 16)
+    path = hostile_archive(tmp_path, [spec_member(), ("weight.npy", weight, None), ("bias.npy", npy_bytes((2,), data=b"\0" * 8), None)])
+    assert_refused_with_little_memory(path)
+
+
+@pytest.mark.parametrize("declared", [2**33, 2**40 + 7])
+def test_zip_directory_declaring_a_huge_member_is_refused(tmp_path, declared):
+    # the header and the declared size agree (4 bytes per float): only the expansion bound can say no
+    weight = npy_bytes(((declared - 128) // 4,), data=b"\0" * 64)
+    path = hostile_archive(tmp_path, [spec_member(), ("weight.npy", weight, declared)], deflate=True)
+    assert_refused_with_little_memory(path)
+
+
+def test_real_zip_bomb_is_refused_before_decompressing(tmp_path):
+    # 96 MiB of zeros deflate to ~100 kB: more than 64 x the file size and the 64 MiB floor
+    n = 24 << 20
+    header = npy_bytes((n,))
+    path = tmp_path / "bomb.npz"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("__spec__.npy", spec_member()[1])
+        with archive.open("weight.npy", "w", force_zip64=True) as member:
+            member.write(header)
+            zeros = bytes(1 << 20)
+            for _ in range(n * 4 >> 20):
+                member.write(zeros)
+    assert path.stat().st_size < 200_000
+    assert_refused_with_little_memory(path)
+
+
+def test_pickled_object_arrays_are_refused_and_never_unpickled(tmp_path):
+    buffer = io.BytesIO()
+    np.save(buffer, np.array([{"a": 1}, None], dtype=object), allow_pickle=True)
+    path = hostile_archive(tmp_path, [spec_member(), ("weight.npy", buffer.getvalue(), None)])
+    with pytest.raises(ValueError, match="hostile.npz.*object"):
+        load_model(path)

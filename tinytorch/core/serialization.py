@@ -53,6 +53,10 @@ _MODULE_NAME = re.compile(r"tinytorch(\.[A-Za-z][A-Za-z0-9_]*)+\Z")
 _SPEC_KEYS = {"type", "module", "config", "layers", "children"}
 
 
+class _Malformed(ValueError):
+    """A check of read_npz failed (its message needs no exception type in front)."""
+
+
 # ------------------------------------------------------------------ architecture spec
 def module_spec(module: Module) -> dict:
     """JSON-able description of `module`'s class and tree.
@@ -283,7 +287,8 @@ def read_npz(path, what: str = "model file") -> dict[str, np.ndarray]:
         except MemoryError:
             raise
         except Exception as err:  # zipfile and numpy raise many types on damaged input
-            raise ValueError(f"{path}: not a valid {what} ({type(err).__name__}: {err})") from None
+            detail = str(err) if isinstance(err, _Malformed) else f"{type(err).__name__}: {err}"
+            raise ValueError(f"{path}: not a valid {what} ({detail})") from None
 
 
 def _read_archive(f, file_size: int) -> dict:
@@ -291,15 +296,15 @@ def _read_archive(f, file_size: int) -> dict:
     with zipfile.ZipFile(f) as archive:
         infos = archive.infolist()
         if len(infos) > MAX_MEMBERS:
-            raise ValueError(f"{len(infos)} members, more than the {MAX_MEMBERS} allowed")
+            raise _Malformed(f"{len(infos)} members, more than the {MAX_MEMBERS} allowed")
         names = [info.filename for info in infos]
         if len(set(names)) != len(names):
-            raise ValueError("duplicate member names")
+            raise _Malformed("duplicate member names")
         for info in infos:
             _check_member_entry(info)
         declared = sum(info.file_size for info in infos)
         if declared > limit:
-            raise ValueError(f"the members declare {declared} uncompressed bytes, more than the {limit} "
+            raise _Malformed(f"the members declare {declared} uncompressed bytes, more than the {limit} "
                              f"allowed for a {file_size}-byte file")
         return {info.filename[:-len(".npy")]: _read_member(archive, info) for info in infos}
 
@@ -307,13 +312,13 @@ def _read_archive(f, file_size: int) -> dict:
 def _check_member_entry(info: zipfile.ZipInfo) -> None:
     """What the zip directory says about one member, checked before decompressing it."""
     if not info.filename.endswith(".npy") or info.filename == ".npy":
-        raise ValueError(f"member {info.filename!r} is not a .npy array")
+        raise _Malformed(f"member {info.filename!r} is not a .npy array")
     if info.flag_bits & 0x1:
-        raise ValueError(f"member {info.filename!r} is encrypted")
+        raise _Malformed(f"member {info.filename!r} is encrypted")
     if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
-        raise ValueError(f"member {info.filename!r} uses unsupported compression method {info.compress_type}")
+        raise _Malformed(f"member {info.filename!r} uses unsupported compression method {info.compress_type}")
     if info.compress_type == zipfile.ZIP_STORED and info.compress_size != info.file_size:
-        raise ValueError(f"stored member {info.filename!r} declares {info.file_size} bytes but holds "
+        raise _Malformed(f"stored member {info.filename!r} declares {info.file_size} bytes but holds "
                          f"{info.compress_size}")
 
 
@@ -329,20 +334,20 @@ def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> np.ndarray:
         elif version == (2, 0):
             shape, fortran_order, dtype = np.lib.format.read_array_header_2_0(stream)
         else:
-            raise ValueError(f"member {info.filename!r}: unsupported .npy version {version}")
+            raise _Malformed(f"member {info.filename!r}: unsupported .npy version {version}")
         if dtype.hasobject or dtype.names is not None or dtype.subdtype is not None \
                 or dtype.kind not in _ARRAY_KINDS or dtype.itemsize == 0:
-            raise ValueError(f"member {info.filename!r}: dtype {dtype} is not allowed (plain numbers "
+            raise _Malformed(f"member {info.filename!r}: dtype {dtype} is not allowed (plain numbers "
                              "and strings only; object arrays would need pickle)")
         if any(d < 0 for d in shape):
-            raise ValueError(f"member {info.filename!r}: negative size in shape {shape}")
+            raise _Malformed(f"member {info.filename!r}: negative size in shape {shape}")
         count = 1
         for d in shape:
             count *= d
         header_size = stream.tell()
         data_size = info.file_size - header_size
         if count * dtype.itemsize != data_size:
-            raise ValueError(f"member {info.filename!r}: the header declares {shape} of {dtype} "
+            raise _Malformed(f"member {info.filename!r}: the header declares {shape} of {dtype} "
                              f"({count * dtype.itemsize} bytes) but the member holds {data_size} bytes of data")
         flat = np.empty(count, dtype=dtype)
         raw = flat.view(np.uint8)
@@ -352,11 +357,11 @@ def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> np.ndarray:
         while filled < data_size:
             chunk = member.read(min(data_size - filled, _CHUNK))
             if not chunk:
-                raise ValueError(f"member {info.filename!r} ends early")
+                raise _Malformed(f"member {info.filename!r} ends early")
             raw[filled:filled + len(chunk)] = np.frombuffer(chunk, dtype=np.uint8)
             filled += len(chunk)
         if member.read(1):  # reaching the end also makes zipfile verify the CRC-32
-            raise ValueError(f"member {info.filename!r} holds more data than declared")
+            raise _Malformed(f"member {info.filename!r} holds more data than declared")
     return flat.reshape(shape[::-1]).T if fortran_order else flat.reshape(shape)
 
 
