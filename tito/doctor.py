@@ -59,7 +59,9 @@ def doctor_command(project) -> int:
             ok = False
             continue
         state = "in sync" if not drifted else "OUT OF SYNC (run tito export " + mod.dirname + ")"
-        print(f"{mod.dirname}: {project.rel(r.target)} {state}")
+        print(f"{mod.dirname}: {r.describe(project)} {state}")
+        for d in drifted:
+            print(f"    {project.rel(d.path)} {d.why}")
         ok = ok and not drifted
     print("doctor: all good" if ok else "doctor: problems found")
     return 0 if ok else 1

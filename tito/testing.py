@@ -4,7 +4,7 @@ The notebook is read from the ``.py`` with jupytext and executed cell by cell wi
 nbclient in a real ipykernel ``python3`` kernel, working directory = the module dir and
 the project root first on ``PYTHONPATH``. The first failing cell stops the run and is
 reported with its index, first source lines and the end of its traceback.
-``--check-export`` instead compares the package file with a fresh export.
+``--check-export`` instead compares every exported package file with a fresh export.
 """
 from __future__ import annotations
 
@@ -83,15 +83,19 @@ def run_module_tests(module, required: bool) -> bool:
 
 
 def check_export(module) -> bool:
+    """True if every exported file equals a fresh export; prints one FAIL line per file that does not."""
     from tito.export import drift
 
+    project = module.project
     drifted, r = drift(module)
-    rel = module.project.rel(r.target)
+    for d in drifted:
+        print(f"FAIL: {project.rel(d.path)} {d.why}: package drifted from notebook; "
+              f"run tito export {module.dirname}")
     if drifted:
-        why = "is missing" if not r.target.exists() else "differs from a fresh export"
-        print(f"FAIL: {rel} {why}: package drifted from notebook; run tito export {module.dirname}")
         return False
-    print(f"OK: {rel} matches a fresh export of {module.project.rel(module.notebook)}")
+    n = len(r.files)
+    print(f"OK: {r.describe(project)} ({n} file{'s' * (n != 1)}) matches a fresh export of "
+          f"{project.rel(r.notebook)}")
     return True
 
 
