@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import sys
 
-import numpy as np
-
 import tinytorch as tt
 from tinytorch.datasets import digits_loaders
 from tinytorch.models import MLP, SimpleCNN, load_pretrained
@@ -94,7 +92,8 @@ def progressive(name: str, spec: dict, test_loader) -> list:
         train_loader, _ = digits_loaders(batch_size=32, seed=0)
         watch = common.Stopwatch()
         _, history = progressive_prune(model, target_sparsity, steps=spec["steps"], train_loader=train_loader,
-                                       epochs_per_step=1, scope="global", val_loader=test_loader, verbose=False)
+                                       epochs_per_step=1, scope="global", val_loader=test_loader, verbose=False,
+                                       return_history=True)
         rows.append({"target": target_sparsity, "steps": spec["steps"], "epochs_per_step": 1,
                      "optimizer": "Adam lr 1e-3", "sparsity": measure_sparsity(model),
                      "accuracy": tt.evaluate(model, test_loader), "history": history,

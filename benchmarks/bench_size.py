@@ -17,8 +17,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
-
 import tinytorch as tt
 from tinytorch.core import save_model
 from tinytorch.datasets import digits_loaders

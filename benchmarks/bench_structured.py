@@ -66,7 +66,7 @@ def run(quick: bool, out) -> dict:
                      "accuracy": dense_acc, "fine_tune_seconds": 0.0}
     for ratio in cfg["ratios"]:
         name = f"structured {ratio:.3g}"
-        small = StructuredPruner(ratio).prune(dense)
+        small = StructuredPruner(ratio).prune(copy.deepcopy(dense))  # in place: keep the dense control
         acc_pruned = tt.evaluate(small, test_loader)
         ft = common.Stopwatch()
         fine_tune_dense(small, cfg["fine_tune_lrs"])

@@ -11,10 +11,11 @@ images), before -> after.
 import time
 
 import tinytorch as tt
+from tinytorch.core import format_table
 from tinytorch.datasets import digits_loaders
 from tinytorch.models import SimpleCNN, load_pretrained
 from tinytorch.optimization.compression import (
-    StructuredPruner, distill, fine_tune, format_table, model_summary, progressive_prune, to_sparse)
+    StructuredPruner, distill, fine_tune, model_summary, progressive_prune, to_sparse)
 
 STUDENT_CHANNELS, STUDENT_EPOCHS = (8, 16), 8
 
@@ -25,9 +26,10 @@ def main() -> None:
     rows = [model_summary("dense SimpleCNN (pretrained)", load_pretrained("cnn"), test_loader)]
 
     print("1/3 magnitude pruning to 90% (3 steps, fine-tuning in between)")
-    pruned = load_pretrained("cnn")
-    progressive_prune(pruned, target_sparsity=0.9, steps=3, train_loader=digits_loaders(32, seed=0)[0],
-                      epochs_per_step=1, scope="global", val_loader=test_loader)
+    # every pruner works in place and returns the model it was given (as torch.nn.utils.prune)
+    pruned = progressive_prune(load_pretrained("cnn"), target_sparsity=0.9, steps=3,
+                               train_loader=digits_loaders(32, seed=0)[0], epochs_per_step=1, scope="global",
+                               val_loader=test_loader)
     rows.append(model_summary("magnitude 90%, dense kernels", pruned, test_loader))
     rows.append(model_summary("magnitude 90%, CSR int8", to_sparse(pruned, quantize=True), test_loader))
 

@@ -1,14 +1,16 @@
-"""Knowledge distillation (section 4): KnowledgeDistiller and distill.
+"""Knowledge distillation (section 4): KnowledgeDistiller and distill, edge cases and properties.
 
-Oracles: the loss written out in plain NumPy (float64), central finite differences, the
-closed-form gradient, and a seeded label-only vs distilled comparison on the digits.
+The worked 2x3 loss example and the finite-difference gradient check are graded by
+tests/checkpoints/checkpoint_18_compression.py (test_kd_loss_value, test_kd_gradient) and
+not repeated here. Oracles: the loss written out in plain NumPy (float64), the closed-form
+gradient, `fit` on the same batches, and a seeded label-only vs distilled comparison.
 """
 import numpy as np
 import pytest
 
 import tinytorch as tt
-from tinytorch.core import (Adam, DataLoader, Dropout, Flatten, Linear, ReLU, SGD, Sequential, Tensor,
-                            TensorDataset, evaluate, fit)
+from tinytorch.core import (SGD, Adam, DataLoader, Flatten, Linear, Sequential, Tensor, TensorDataset,
+                            evaluate, fit)
 from tinytorch.datasets import digits_loaders, load_digits
 from tinytorch.models import MLP, SimpleCNN, TinyTransformer, load_pretrained
 from tinytorch.optimization.compression import KnowledgeDistiller, MaskedOptimizer, distill, prune_magnitude
@@ -39,26 +41,6 @@ def make_kd(classes=3, **kwargs):
 
 
 # ----------------------------------------------------------------------------- the loss
-def test_loss_matches_hand_computation_2x3():
-    s = np.array([[2.0, -1.0, 0.5], [0.0, 1.5, -0.5]])
-    t = np.array([[3.0, 0.0, -2.0], [-1.0, 2.5, 1.0]])
-    y = np.array([0, 2])
-    T, alpha = 2.0, 0.7
-    # fully written out for row 0 and row 1, independent of np_kd_loss
-    total = 0.0
-    for i in range(2):
-        p = np.exp(t[i] / T) / np.exp(t[i] / T).sum()
-        q = np.exp(s[i] / T) / np.exp(s[i] / T).sum()
-        total += sum(p[j] * np.log(p[j] / q[j]) for j in range(3))
-    kl = total / 2
-    ce = -(np.log(np.exp(s[0, 0]) / np.exp(s[0]).sum()) + np.log(np.exp(s[1, 2]) / np.exp(s[1]).sum())) / 2
-    expected = alpha * T * T * kl + (1 - alpha) * ce
-    assert expected == pytest.approx(np_kd_loss(s, t, y, T, alpha), rel=1e-12)
-    kd = make_kd(temperature=T, alpha=alpha)
-    assert kd.loss(Tensor(s, dtype=np.float64), t, y).item() == pytest.approx(expected, abs=1e-12)
-    assert kd.loss(Tensor(s), Tensor(t), Tensor(y)).item() == pytest.approx(expected, abs=1e-5)
-
-
 @pytest.mark.parametrize("T,alpha", [(1.0, 0.5), (4.0, 0.5), (2.5, 0.0), (3.0, 1.0), (8.0, 0.9)])
 def test_loss_matches_numpy_random(T, alpha):
     rng = np.random.default_rng(int(T * 10 + alpha * 100))
@@ -66,24 +48,6 @@ def test_loss_matches_numpy_random(T, alpha):
     y = rng.integers(0, 10, size=6)
     got = make_kd(10, temperature=T, alpha=alpha).loss(Tensor(s, dtype=np.float64), t, y).item()
     assert got == pytest.approx(np_kd_loss(s, t, y, T, alpha), abs=1e-10)
-
-
-def test_loss_is_not_a_wrong_variant():
-    """The example separates the classic mistakes by a wide margin."""
-    s = np.array([[2.0, -1.0, 0.5], [0.0, 1.5, -0.5]])
-    t = np.array([[3.0, 0.0, -2.0], [-1.0, 2.5, 1.0]])
-    y = np.array([0, 2])
-    T, alpha = 4.0, 0.7
-    got = make_kd(temperature=T, alpha=alpha).loss(Tensor(s, dtype=np.float64), t, y).item()
-    p, q = np_softmax(t / T), np_softmax(s / T)
-    kl, ce = np.sum(p * np.log(p / q)) / 2, -np.mean(np.log(np_softmax(s)[[0, 1], y]))
-    reverse = np.sum(q * np.log(q / p)) / 2
-    wrong = {"no T^2": alpha * kl + (1 - alpha) * ce,
-             "alpha swapped": (1 - alpha) * T * T * kl + alpha * ce,
-             "KL reversed": alpha * T * T * reverse + (1 - alpha) * ce,
-             "mean over classes": alpha * T * T * kl / 3 + (1 - alpha) * ce}
-    for name, value in wrong.items():
-        assert abs(got - value) > 1e-2, name
 
 
 def test_identical_logits_have_zero_soft_loss_and_huge_logits_stay_finite():
@@ -106,22 +70,14 @@ def test_teacher_logits_tensor_or_array_give_same_loss():
 
 
 # ----------------------------------------------------------------------------- gradients
-@pytest.mark.parametrize("T,alpha", [(1.0, 0.5), (3.0, 0.6), (7.0, 1.0), (2.0, 0.0)])
-def test_gradient_finite_differences(T, alpha):
+@pytest.mark.parametrize("T,alpha", [(1.0, 1.0), (7.0, 1.0), (2.0, 0.0)])
+def test_gradient_closed_form_at_the_extremes(T, alpha):
+    """alpha = 1 (the soft term alone, at T = 1 and at a high T) and alpha = 0 (the
+    cross-entropy alone): the mixed case is graded by the checkpoint's test_kd_gradient."""
     rng = np.random.default_rng(3)
     s, t, y = rng.standard_normal((4, 5)), 2 * rng.standard_normal((4, 5)), np.array([0, 3, 1, 4])
-    kd = make_kd(5, temperature=T, alpha=alpha)
     student = Tensor(s, requires_grad=True, dtype=np.float64)
-    teacher = Tensor(t, requires_grad=True, dtype=np.float64)
-    kd.loss(student, teacher, y).backward()
-    assert teacher.grad is None, "teacher logits must get no gradient"
-    eps, numeric = 1e-6, np.zeros_like(s)
-    for index in np.ndindex(*s.shape):
-        up, down = s.copy(), s.copy()
-        up[index] += eps
-        down[index] -= eps
-        numeric[index] = (np_kd_loss(up, t, y, T, alpha) - np_kd_loss(down, t, y, T, alpha)) / (2 * eps)
-    np.testing.assert_allclose(student.grad, numeric, atol=1e-8)
+    make_kd(5, temperature=T, alpha=alpha).loss(student, t, y).backward()
     np.testing.assert_allclose(student.grad, np_kd_grad(s, t, y, T, alpha), atol=1e-12)
 
 
@@ -161,20 +117,18 @@ def small_loader(n=96, seed=0):
     return DataLoader(TensorDataset(x[:n], y[:n]), batch_size=32, shuffle=True, seed=seed)
 
 
-def test_teacher_frozen_in_eval_mode_and_restored():
+def test_distill_trains_the_student_in_place_and_returns_it():
+    """distill returns the student object itself; the history is opt-in (return_history).
+    The frozen teacher is graded by the checkpoint (test_teacher_frozen)."""
     tt.manual_seed(0)
-    teacher = Sequential(Flatten(), Linear(64, 32), ReLU(), Dropout(0.5), Linear(32, 10))
-    student = MLP(hidden=(16,))
-    before = teacher.state_dict()
-    modes = []
-    teacher.register_forward_hook(lambda m, i, o: modes.append(m.training))
-    teacher.train()
-    _, history = distill(teacher, student, small_loader(), epochs=2, lr=1e-2, verbose=False)
-    assert modes and not any(modes), "teacher must be in eval mode during distillation"
-    assert teacher.training, "teacher mode must be restored"
-    for name, p in teacher.named_parameters():
-        assert np.array_equal(p.data, before[name]), name
-        assert p.grad is None, name
+    teacher, student = MLP(hidden=(32,)), MLP(hidden=(16,))
+    before = {k: v.copy() for k, v in student.state_dict().items()}
+    assert distill(teacher, student, small_loader(), epochs=0, verbose=False) is student
+    assert all(np.array_equal(before[k], v) for k, v in student.state_dict().items()), "0 epochs: no step"
+    out, history = distill(teacher, student, small_loader(), epochs=2, lr=1e-2, verbose=False,
+                           return_history=True)
+    assert out is student
+    assert any(not np.array_equal(before[k], v) for k, v in student.state_dict().items())
     assert set(history) == {"loss", "accuracy"} and len(history["loss"]) == len(history["accuracy"]) == 2
     assert all(np.isfinite(history["loss"])) and all(0 <= a <= 1 for a in history["accuracy"])
 
@@ -239,7 +193,7 @@ def test_cross_architecture_student():
     """A transformer teacher and a CNN student share only their logits."""
     tt.manual_seed(0)
     student, history = distill(load_pretrained("transformer"), SimpleCNN(channels=(4, 8)), small_loader(64),
-                               epochs=1, verbose=False)
+                               epochs=1, verbose=False, return_history=True)
     assert isinstance(student, SimpleCNN) and len(history["loss"]) == 1
 
 

@@ -6,7 +6,7 @@ import pytest
 import tinytorch as tt
 from tinytorch.core import SGD, Adam, Conv2d, DataLoader, Linear, ReLU, Sequential, TensorDataset
 from tinytorch.datasets import load_digits
-from tinytorch.models import MLP, SimpleCNN
+from tinytorch.models import MLP
 from tinytorch.optimization.compression import (
     MagnitudePruner, PolynomialSchedule, count_params, fine_tune, lottery_ticket, measure_sparsity,
     model_flops, progressive_prune, prunable_layers, prune_magnitude, sensitivity_analysis,
@@ -154,14 +154,23 @@ def test_polynomial_schedule_values():
             PolynomialSchedule(**bad)
 
 
-def test_progressive_prune_reaches_target_monotonically():
+def test_progressive_prune_works_in_place_and_returns_the_model():
+    """Like torch.nn.utils.prune: the model itself is pruned and returned; the history is
+    opt-in. The last step prunes to exactly round(target * n) weights per layer (layer scope)."""
     tt.manual_seed(6)
     model = MLP(hidden=(32,))
-    masks, history = progressive_prune(model, 0.8, steps=3, train_loader=small_loader(), epochs_per_step=1,
-                                       verbose=False)
+    out, history = progressive_prune(model, 0.8, steps=3, train_loader=small_loader(), epochs_per_step=1,
+                                     verbose=False, return_history=True)
+    assert out is model
     sparsities = [row["sparsity"] for row in history]
-    assert sparsities == sorted(sparsities) and sparsities[-1] == pytest.approx(0.8, abs=1e-3)
-    assert measure_sparsity(model) == pytest.approx(0.8, abs=1e-3)
+    assert [row["step"] for row in history] == [1, 2, 3] and sparsities == sorted(sparsities)
+    for name, layer in prunable_layers(model).items():
+        w = layer.weight.data
+        assert np.count_nonzero(w == 0) == round(0.8 * w.size), name
+    cheap = MLP(hidden=(8,))
+    assert progressive_prune(cheap, 0.5, steps=1, train_loader=small_loader(), epochs_per_step=0,
+                             verbose=False) is cheap
+    assert measure_sparsity(cheap) == pytest.approx(0.5, abs=1e-3)
     with pytest.raises(ValueError, match="train_loader"):
         progressive_prune(model, 0.9)
 

@@ -11,10 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tinytorch.core import Conv2d, Linear, ReLU, Sequential, Tensor, evaluate, manual_seed, no_grad
+from tinytorch.core import Conv2d, Linear, Module, ReLU, Sequential, Tensor, evaluate, manual_seed, no_grad
 from tinytorch.datasets import digits_loaders, load_digits
 from tinytorch.models import MLP, load_pretrained
-from tinytorch.optimization import compression as C
 from tinytorch.optimization.compression import (CompressionReport, CSRMatrix, QuantizedCSR, SparseConv2d,
                                                 SparseLinear, compress, compressed_file_size, csr_matmul,
                                                 csr_matvec, load_compressed, model_nbytes_compressed,
@@ -92,20 +91,48 @@ def test_csr_canonical_and_round_trip(case):
 @given(matrices(), st.integers(0, 5), st.sampled_from([1, 7, 1 << 21]))
 def test_kernels_equal_dense(case, batch, budget):
     W, rng = case
-    old = C.GATHER_BUDGET
-    C.GATHER_BUDGET = budget  # 1 forces one row per block
-    try:
-        A = CSRMatrix.from_dense(W)
-        x = rng.standard_normal(W.shape[1]).astype(np.float32)
-        X = rng.standard_normal((W.shape[1], batch)).astype(np.float32)
-        y, Y = csr_matvec(A, x), csr_matmul(A, X)
-        assert y.shape == (W.shape[0],) and Y.shape == (W.shape[0], batch)
-        assert np.allclose(y, W.astype(np.float64) @ x, atol=1e-5)
-        assert np.allclose(Y, W.astype(np.float64) @ X, atol=1e-5)
-        assert np.allclose(A.matmul(X), Y) and np.allclose(A.matvec(x), y)
-        assert np.allclose(A.rmatmul_T(X.T), Y.T)
-    finally:
-        C.GATHER_BUDGET = old
+    A = CSRMatrix.from_dense(W)
+    x = rng.standard_normal(W.shape[1]).astype(np.float32)
+    X = rng.standard_normal((W.shape[1], batch)).astype(np.float32)
+    y, Y = csr_matvec(A, x), csr_matmul(A, X, gather_budget=budget)  # budget 1: one row per block
+    assert y.shape == (W.shape[0],) and Y.shape == (W.shape[0], batch)
+    assert np.allclose(y, W.astype(np.float64) @ x, atol=1e-5)
+    assert np.allclose(Y, W.astype(np.float64) @ X, atol=1e-5)
+    assert np.allclose(A.matmul(X), Y) and np.allclose(A.matvec(x), y)
+    assert np.allclose(A.rmatmul_T(X.T), Y.T)
+
+
+@pytest.mark.parametrize("budget", [0, -4, 2.5, True, "64"])
+def test_gather_budget_must_be_a_positive_int(budget):
+    A = CSRMatrix.from_dense(np.eye(3, dtype=np.float32))
+    with pytest.raises(ValueError, match="gather_budget"):
+        csr_matmul(A, np.ones((3, 2), np.float32), gather_budget=budget)
+    assert csr_matmul(A, np.ones((3, 2), np.float32), gather_budget=np.int64(1)).tolist() == [[1, 1]] * 3
+
+
+@settings(max_examples=40, deadline=None)
+@given(matrices())
+def test_padded_rows_is_the_ellpack_form_built_once(case):
+    """Row r's columns and values left-aligned in (rows, K) arrays, K = the longest row,
+    padding column 0 / value 0; oracle: the rows of the dense matrix read in a loop."""
+    W, _ = case
+    A = CSRMatrix.from_dense(W)
+    idx, val = A.padded_rows()
+    width = max([np.count_nonzero(row) for row in W], default=0)
+    assert idx.shape == val.shape == (W.shape[0], width)
+    for r, row in enumerate(W):
+        cols = np.flatnonzero(row)
+        assert idx[r].tolist() == cols.tolist() + [0] * (width - len(cols))
+        assert val[r].tolist() == row[cols].tolist() + [0.0] * (width - len(cols))
+    again = A.padded_rows()
+    assert again[0] is idx and again[1] is val, "built once: the matrix never changes"
+    assert not idx.flags.writeable and not val.flags.writeable
+
+
+def test_padded_rows_of_int8_values_are_float32():
+    A = CSRMatrix(np.array([3, -4], np.int8), np.array([1, 0], np.uint8), np.array([0, 1, 1, 2], np.uint8), (3, 2))
+    idx, val = A.padded_rows()
+    assert val.dtype == np.float32 and val.tolist() == [[3.0], [0.0], [-4.0]] and idx.tolist() == [[1], [0], [0]]
 
 
 def test_kernel_results_are_float32_for_float32_inputs():
@@ -173,13 +200,14 @@ def test_quantized_error_bound(case, per):
 
 
 def test_quantized_scales_by_hand():
-    W = np.array([[0.0, 1.27, -0.5], [0.0, 0.0, 0.0], [2.54, 0.0, 0.004]], dtype=np.float32)
+    # no value lands on a rounding tie (x.5 steps), where the float32 rounding of the scale decides
+    W = np.array([[0.0, 1.26, -0.5], [0.0, 0.0, 0.0], [2.54, 0.0, 0.004]], dtype=np.float32)
     Q = CSRMatrix.from_dense(W).quantize("row")
-    assert np.allclose(Q.scale, [0.01, 1.0, 0.02])
-    assert Q.values.tolist() == [127, -50, 127] and Q.indices.tolist() == [1, 2, 0]
-    assert Q.indptr.tolist() == [0, 2, 2, 3]
+    assert np.allclose(Q.scale, [1.26 / 127, 1.0, 0.02])          # an empty row gets scale 1
+    assert Q.values.tolist() == [127, -50, 127] and Q.indices.tolist() == [1, 2, 0]  # -0.5 / 0.00992 = -50.4
+    assert Q.indptr.tolist() == [0, 2, 2, 3]                      # 0.004 / 0.02 rounds to 0: dropped
     T = CSRMatrix.from_dense(W).quantize("tensor")
-    assert np.isclose(T.scale, 0.02) and T.values.tolist() == [64, -25, 127]
+    assert np.isclose(T.scale, 0.02) and T.values.tolist() == [63, -25, 127]
 
 
 @pytest.mark.parametrize("cols,dtype", [(1, np.uint8), (256, np.uint8), (257, np.uint16),
@@ -268,7 +296,7 @@ def test_sparse_linear_shapes_and_errors():
         SparseLinear.from_dense(Conv2d(1, 1, 1))
     with pytest.raises(ValueError, match="shape"):
         sl.set_weight(CSRMatrix.from_dense(np.zeros((6, 4), np.float32)))
-    assert C.Module.registry["SparseLinear"] is SparseLinear and C.Module.registry["SparseConv2d"] is SparseConv2d
+    assert Module.registry["SparseLinear"] is SparseLinear and Module.registry["SparseConv2d"] is SparseConv2d
     assert SparseLinear(**sl.config()).weight.shape == (4, 6)
 
 

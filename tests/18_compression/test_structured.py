@@ -117,7 +117,7 @@ def test_prune_structured_rejects_nan_and_other_layers():
 def test_all_dependent_shapes_and_feature_groups():
     net = randomize(tiny_cnn())
     pruner = StructuredPruner(0.5)
-    small = pruner.prune(net)
+    small = pruner.prune(copy.deepcopy(net))   # in place: keep the original as the oracle
     want = {"0": naive_keep(net[0].weight.data, 3), "3": naive_keep(net[3].weight.data, 4),
             "7": naive_keep(net[7].weight.data, 3)}
     assert {k: v.tolist() for k, v in pruner.kept.items()} == want
@@ -140,14 +140,34 @@ def test_all_dependent_shapes_and_feature_groups():
     np.testing.assert_allclose(outputs(small, x), outputs(masked(net, want), x), atol=1e-5)
 
 
-def test_input_model_unchanged_and_class_kept():
+def test_prune_works_in_place_and_keeps_class_and_parameter_order():
     net = randomize(SimpleCNN(channels=(6, 8)))
-    before = {k: v.copy() for k, v in net.state_dict().items()}
+    names = list(dict(net.named_parameters()))
+    layers = [id(m) for m in net.modules()]
     small = StructuredPruner(0.5).prune(net)
-    assert type(small) is SimpleCNN
-    assert all(np.array_equal(before[k], v) for k, v in net.state_dict().items())
-    assert net[0].out_channels == 6 and net[3].in_channels == 6
-    assert list(dict(small.named_parameters())) == list(dict(net.named_parameters()))  # order kept
+    assert small is net and type(net) is SimpleCNN, "prune shrinks the model it is given and returns it"
+    assert [id(m) for m in net.modules()] == layers, "the same layer objects, with smaller parameters"
+    assert net[0].out_channels == 3 and net[3].in_channels == 3 and net[3].out_channels == 4
+    assert list(dict(net.named_parameters())) == names  # state_dict order kept
+
+
+def _nan_in_second_layer(net):
+    net[2].weight.data[1, 1] = np.nan
+    return net
+
+
+@pytest.mark.parametrize("ratio, spoil, word", [(0.9, lambda net: net, "all 2 units"),
+                                                (0.5, _nan_in_second_layer, "NaN")])
+def test_failed_prune_leaves_the_model_untouched(ratio, spoil, word):
+    """Every check runs before the first layer is shrunk: a refusal about layer "2" must not
+    leave layer "0" already shrunk."""
+    net = spoil(randomize(Sequential(Linear(4, 6), ReLU(), Linear(6, 2), ReLU(), Linear(2, 2))))
+    before = {k: v.copy() for k, v in net.state_dict().items()}
+    with pytest.raises(ValueError, match=word):
+        StructuredPruner(ratio).prune(net)
+    after = net.state_dict()
+    assert list(after) == list(before)
+    assert all(np.array_equal(before[k], after[k], equal_nan=True) for k in before)
 
 
 @settings(max_examples=15, deadline=None)
@@ -159,7 +179,7 @@ def test_structured_equals_masked_original(c1, c2, hidden, ratio, criterion, see
                                Conv2d(c1, c2, 3), Tanh(), Flatten(),
                                Linear(c2 * 2 * 2, hidden), ReLU(), Linear(hidden, 4)), seed)
     pruner = StructuredPruner(ratio, criterion)
-    small = pruner.prune(net)
+    small = pruner.prune(copy.deepcopy(net))
     for name, n in [("0", c1), ("3", c2), ("6", hidden)]:
         assert len(pruner.kept[name]) == n - int(round(ratio * n))
     x = np.random.default_rng(seed).standard_normal((3, 1, 8, 8)).astype(np.float32)
@@ -170,7 +190,7 @@ def test_nested_sequentials_and_mlp():
     nested = randomize(Sequential(Sequential(Linear(4, 6), ReLU()), Sequential(Linear(6, 4), ReLU()),
                                   Linear(4, 2)))
     pruner = StructuredPruner(1 / 3)
-    small = pruner.prune(nested)
+    small = pruner.prune(copy.deepcopy(nested))
     assert list(pruner.kept) == ["0.0", "1.0"]
     assert small[0][0].weight.shape == (4, 4) and small[1][0].weight.shape == (3, 4)
     assert small[2].weight.shape == (2, 3)
@@ -199,6 +219,26 @@ def test_layers_before_unsupported_modules_are_left_alone():
     assert small[2].weight.shape == (5, 3) and small[4].weight.shape == (2, 5)
 
 
+class SkipBlock(Sequential):
+    """A Sequential subclass whose forward adds a skip connection: x + layers(x)."""
+
+    def forward(self, x):
+        return x + super().forward(x)
+
+
+def test_skip_connection_subclass_nested_is_one_opaque_step():
+    """Inside a plain Sequential, a child with its own forward is opaque: its layers are not
+    pruned, and the layer feeding it is not a producer (its consumer is not a plain layer)."""
+    net = randomize(Sequential(Linear(4, 6), ReLU(), Linear(6, 5), SkipBlock(Linear(5, 5), Tanh()),
+                               Linear(5, 2)))
+    pruner = StructuredPruner(0.5)
+    small = pruner.prune(copy.deepcopy(net))
+    assert list(pruner.kept) == ["0"]
+    assert small[2].weight.shape == (5, 3) and small[3][0].weight.shape == (5, 5)
+    x = np.random.default_rng(8).standard_normal((4, 4)).astype(np.float32)
+    np.testing.assert_allclose(outputs(small, x), outputs(masked(net, pruner.kept), x), atol=1e-5)
+
+
 @pytest.mark.parametrize("ratio", [1.0, -0.1, 1.5, float("nan"), "half", True])
 def test_ratio_validation(ratio):
     with pytest.raises(ValueError, match=r"ratio.*\[0, 1\)"):
@@ -223,7 +263,7 @@ def test_pruner_validation():
 
 def test_pretrained_cnn_two_thirds_shapes_and_macs():
     cnn = load_pretrained("cnn")
-    small = StructuredPruner(2 / 3).prune(cnn)
+    small = StructuredPruner(2 / 3).prune(copy.deepcopy(cnn))
     assert [small[0].out_channels, small[3].in_channels, small[3].out_channels] == [21, 21, 43]
     assert small[7].in_features == 43 * 4
     x = np.random.default_rng(4).standard_normal((4, 1, 8, 8)).astype(np.float32)
@@ -249,20 +289,24 @@ def test_block_candidates_are_shape_preserving_composites():
 
 def test_prune_layers_output_metric_removes_identity_block():
     net = block_model()
+    original = copy.deepcopy(net)                  # prune_layers works in place
     x = np.random.default_rng(5).standard_normal((16, 5, 8)).astype(np.float32)
     small, table = prune_layers(net, 1, inputs=x)
+    assert small is net and len(net) == 5
     assert [row["block"] for row in table] == [0, 1, 2]
     assert [row["removed"] for row in table] == [False, False, True]
     assert table[2]["importance"] == 0.0 and table[0]["importance"] > 0 and table[1]["importance"] > 0
     # oracle for the other scores: skip the block by hand
-    skip0 = Sequential(net[1], net[2], net[3], net[4], net[5])
-    assert table[0]["importance"] == pytest.approx(float(np.mean((outputs(skip0, x) - outputs(net, x)) ** 2)), rel=1e-5)
-    assert len(small) == 5 and len(net) == 6
-    np.testing.assert_allclose(outputs(small, x), outputs(net, x), atol=1e-5)
+    skip0 = Sequential(*[original[i] for i in range(1, 6)])
+    want = float(np.mean((outputs(skip0, x) - outputs(original, x)) ** 2))
+    assert table[0]["importance"] == pytest.approx(want, rel=1e-5)
+    assert [type(m) for m in net] == [type(original[i]) for i in (0, 1, 3, 4, 5)]
+    np.testing.assert_allclose(outputs(net, x), outputs(original, x), atol=1e-5)
 
 
 def test_prune_layers_accuracy_metric_and_two_blocks():
     net = block_model()
+    original = copy.deepcopy(net)
     x = np.random.default_rng(6).standard_normal((24, 5, 8)).astype(np.float32)
     labels = outputs(net, x).argmax(axis=1)
     loader = DataLoader(TensorDataset(x, labels), batch_size=8)
@@ -270,20 +314,20 @@ def test_prune_layers_accuracy_metric_and_two_blocks():
     drops = {row["block"]: row["importance"] for row in table}
     assert drops[2] == 0.0
     for i in (0, 1):
-        skipped = Sequential(*[layer for j, layer in enumerate(net) if j != i]).eval()
+        skipped = Sequential(*[layer for j, layer in enumerate(original) if j != i]).eval()
         acc = float((outputs(skipped, x).argmax(axis=1) == labels).mean())
         assert drops[i] == pytest.approx(1.0 - acc)
     assert sum(row["removed"] for row in table) == 2 and table[2]["removed"]
-    assert len(small) == 4 and type(small) is Sequential
+    assert small is net and len(net) == 4 and type(net) is Sequential
 
 
 def test_prune_layers_on_pretrained_transformer_keeps_class():
     model = load_pretrained("transformer")
     x = np.random.default_rng(7).random((32, 1, 8, 8)).astype(np.float32)
     small, table = prune_layers(model, 1, inputs=x, metric="output")
-    assert type(small) is TinyTransformer and len(small) == len(model) - 1 == 5
-    assert sum(row["removed"] for row in table) == 1 and len(model) == 6
-    assert outputs(small, x).shape == (32, 10)
+    assert small is model and type(model) is TinyTransformer and len(model) == 5
+    assert sum(row["removed"] for row in table) == 1
+    assert outputs(model, x).shape == (32, 10)
 
 
 @pytest.mark.parametrize("kwargs, word", [
@@ -295,6 +339,7 @@ def test_prune_layers_validation(kwargs, word):
     inputs = None if kwargs.pop("no_inputs", False) else x
     with pytest.raises(ValueError, match=word):
         prune_layers(net, inputs=inputs, **kwargs)
+    assert len(net) == 6, "a refused call must not remove any block"
     with pytest.raises(ValueError, match="Sequential"):
         block_candidates(TransformerBlock(8, 2), x)
     with pytest.raises(ValueError, match="no removable block"):   # single layers are not blocks
