@@ -103,8 +103,8 @@ def _build_checked(spec) -> Module:
 
 def _build(spec, where: str, depth: int) -> Module:
     """Build the layer described by `spec`; `where` names its place for error messages."""
-    if depth > MAX_SPEC_DEPTH:
-        raise ValueError(f"{where}: layer specs nest deeper than {MAX_SPEC_DEPTH} levels")
+    if depth > MAX_SPEC_DEPTH:  # `where` would be MAX_SPEC_DEPTH steps long: not worth printing
+        raise ValueError(f"layer specs nest deeper than {MAX_SPEC_DEPTH} levels")
     if not isinstance(spec, dict):
         raise ValueError(f"{where}: a layer spec must be a dict, got {type(spec).__name__}")
     unknown = sorted(str(key) for key in set(spec) - _SPEC_KEYS)
