@@ -510,3 +510,20 @@ def test_pickled_object_arrays_are_refused_and_never_unpickled(tmp_path):
     path = hostile_archive(tmp_path, [spec_member(), ("weight.npy", buffer.getvalue(), None)])
     with pytest.raises(ValueError, match="hostile.npz.*object"):
         load_model(path)
+
+
+def test_a_class_re_exported_by_a_tinytorch_package_loads(tmp_path):
+    # Files name the module a class was defined in when saved; if the class later moves into a
+    # submodule, the package that re-exports it keeps those files loadable.
+    model = Sequential(Linear(2, 3), Tanh())
+    spec = module_spec(model)
+    spec["layers"][0]["module"] = "tinytorch.core"  # re-exports tinytorch.core.layers.Linear
+    path = spec_file(tmp_path, spec, **{"0.weight": model[0].weight.data, "0.bias": model[0].bias.data})
+    x = Tensor(np.ones((1, 2)))
+    np.testing.assert_array_equal(outputs(load_model(path), x), outputs(model, x))
+    spec["layers"][0]["module"] = "tinytorch.core.conv"  # does not export Linear
+    with pytest.raises(ValueError, match="unknown layer type 'Linear'"):
+        load_model(spec_file(tmp_path, spec, "other.npz"))
+    spec["layers"][0].update(type="Tensor", module="tinytorch.core")  # exported, but not a Module
+    with pytest.raises(ValueError, match="unknown layer type 'Tensor'"):
+        load_model(spec_file(tmp_path, spec, "tensor.npz"))

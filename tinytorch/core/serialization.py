@@ -9,10 +9,10 @@ the file justifies:
 - the zip directory and every `.npy` header are checked before anything is decompressed:
   the members may declare at most max(EXPANSION_FACTOR * file size, MIN_EXPANDED_BYTES)
   uncompressed bytes in total (a zip bomb or a header declaring 10**12 floats is refused);
-- the spec may only name Module classes defined in `tinytorch` modules, and the constructors
-  it calls may allocate at most max(ALLOCATION_FACTOR * elements in the file,
-  MIN_ALLOCATION_ELEMENTS) parameter elements (a 400-byte file declaring Linear(8000, 8000)
-  is refused before the 256 MB weight exists).
+- the spec may only name Module classes defined in (or re-exported by) `tinytorch` modules,
+  and the constructors it calls may allocate at most max(ALLOCATION_FACTOR * elements in the
+  file, MIN_ALLOCATION_ELEMENTS) parameter elements (a 400-byte file declaring
+  Linear(8000, 8000) is refused before the 256 MB weight exists).
 Every malformed file raises ValueError naming the file; a missing one FileNotFoundError.
 
 `write_npz_atomic` and `read_npz` are the file layer, shared with the compression package.
@@ -131,7 +131,8 @@ def _build(spec, where: str, depth: int) -> Module:
 
 
 def _resolve(spec: dict, where: str) -> type:
-    """The registered class that `spec` names; only classes defined in tinytorch modules."""
+    """The registered class that `spec` names: a Module subclass defined in the tinytorch module
+    spec["module"], or one that module re-exports under spec["type"] (see _reexported)."""
     name, home = spec.get("type"), spec.get("module")
     if not isinstance(name, str) or not isinstance(home, str):
         raise ValueError(f"{where}: 'type' and 'module' must be strings, got {name!r} and {home!r}")
@@ -147,9 +148,24 @@ def _resolve(spec: dict, where: str) -> type:
         except Exception as err:
             raise ValueError(f"{where}: unknown layer type {name!r}: cannot import {home!r} ({err})") from None
         cls = registered_class(home, name)
-    if cls is None or cls.__module__ != home:
+    if cls is None:
+        cls = _reexported(home, name)
+    if cls is None:
         raise ValueError(f"{where}: unknown layer type {name!r}: {home!r} defines no Module of that name")
     return cls
+
+
+def _reexported(home: str, name: str) -> type | None:
+    """The registered tinytorch Module class that module `home` exports as `name`, if any.
+
+    A package that re-exports a class moved into one of its submodules (e.g. SparseLinear from
+    tinytorch.optimization.compression.sparse) keeps files that name the old home loadable; the
+    class must still be a registered Module defined in a tinytorch module under that name.
+    """
+    exported = getattr(sys.modules.get(home), name, None)
+    if not isinstance(exported, type) or exported.__name__ != name or not _MODULE_NAME.match(exported.__module__):
+        return None
+    return exported if registered_class(exported.__module__, name) is exported else None
 
 
 def _checked_config(config, where: str) -> dict:
