@@ -126,9 +126,7 @@ import os
 
 import numpy as np
 
-from tinytorch.core import Module
-from tinytorch.core.serialization import build_module, module_spec, read_npz, write_npz_atomic
-from tinytorch.optimization.compression.sparse import sparse_layers
+from tinytorch.core import Module, build_module, has_extra_state, module_spec, read_npz, write_npz_atomic
 
 # %%
 #| export optimization.compression.pipeline
@@ -1781,10 +1779,10 @@ class KnowledgeDistiller:
         batches), plus "val_accuracy" if `val_loader` is given.
         """
         epochs = check_int("epochs", epochs, minimum=0)
-        check_loader("train_loader", train_loader)
         teacher_ids = {id(p) for p in self.teacher.parameters()}
         if any(id(p) in teacher_ids for p in optimizer.params):  # MaskedOptimizer has .params too
             raise ValueError("optimizer holds teacher parameters: build it from student.parameters() only")
+        check_loader("train_loader", train_loader)
         teacher, student = self.teacher, self.student
         history = {"loss": [], "accuracy": []}
         if val_loader is not None:
@@ -3109,21 +3107,26 @@ def _check_savable(model: Module) -> None:
                              f"{home!r}: only tinytorch layers can be rebuilt from a file")
 
 
+def _stateful_layers(model: Module) -> dict:
+    """{dotted name: layer} of every layer with extra state (the sparse layers), in order.
+    The file code asks the layers for their state instead of knowing their classes."""
+    return {name: m for name, m in model.named_modules() if has_extra_state(m)}
+
+
 def _compressed_arrays(model: Module, metadata: dict = None) -> dict:
     """{archive key: array} for save_compressed, including the JSON `__spec__`."""
     if not isinstance(model, Module):
         raise ValueError(f"model must be a Module, got {type(model).__name__}")
     if metadata is not None and not isinstance(metadata, dict):
         raise ValueError(f"metadata must be a dict of JSON values, got {type(metadata).__name__}")
-    _check_savable(model)
     header = {"format": COMPRESSED_FORMAT, "version": COMPRESSED_VERSION, "model": module_spec(model),
               "sparse": {}, "metadata": metadata or {}}
     arrays = {f"param:{name}": p.data.astype(np.float32) for name, p in model.named_parameters()}
-    # TODO: for every sparse layer (sparse_layers): take its get_extra_state() dict, record
+    # TODO: for every sparse layer (_stateful_layers): take its get_extra_state() dict, record
     # header["sparse"][name] = {"kind": <its "kind">} and store each of its arrays under the
     # key f"sparse:{name}:{field}" (e.g. "sparse:1:indptr").
     ### BEGIN SOLUTION
-    for name, layer in sparse_layers(model).items():
+    for name, layer in _stateful_layers(model).items():
         state = layer.get_extra_state()
         header["sparse"][name] = {"kind": state.pop("kind")}
         for field_name, value in state.items():
@@ -3143,8 +3146,11 @@ def save_compressed(model: Module, path, metadata: dict = None) -> int:
 
     Atomic (core `write_npz_atomic`): the file is written under a unique temporary name in
     the same directory and moved into place; on any failure an existing file at `path` is left
-    byte-identical and no temporary file remains."""
-    return write_npz_atomic(path, _compressed_arrays(model, metadata))
+    byte-identical and no temporary file remains. A model whose layers are not all tinytorch
+    classes is refused (ValueError) before anything is written: it could never be loaded."""
+    arrays = _compressed_arrays(model, metadata)
+    _check_savable(model)
+    return write_npz_atomic(path, arrays)
 
 
 def compressed_file_size(model: Module) -> int:
@@ -3194,7 +3200,7 @@ def load_compressed(path) -> Module:
         model.load_state_dict(params, strict=True)
     except ValueError as err:
         raise ValueError(f"{path}: parameters do not match the architecture: {err}") from None
-    layers = sparse_layers(model)
+    layers = _stateful_layers(model)
     if set(layers) != set(header["sparse"]):
         raise ValueError(f"{path}: the file describes sparse layers {sorted(header['sparse'])}, "
                          f"the architecture has {sorted(layers)}")
@@ -3225,11 +3231,21 @@ def load_compressed(path) -> Module:
 # %%
 def test_save_load_compressed():
     import tempfile
+    import tinytorch.optimization.compression as package
+    dense = load_pretrained("cnn")
+    prune_magnitude(dense, 0.9)
+    # the archive your _compressed_arrays builds: the keys and dtypes of the table above
+    arrays = _compressed_arrays(to_sparse(dense, quantize=True))
+    assert {"__spec__", "param:0.bias", "sparse:0:values", "sparse:0:scale", "sparse:0:indices",
+            "sparse:0:indptr"} <= set(arrays), sorted(arrays)
+    assert arrays["sparse:0:values"].dtype == np.int8 and arrays["sparse:0:indices"].dtype == np.uint8
+    # A file names its layer classes by their place in the package and a loader refuses any other
+    # class, including the ones this notebook defines (they live in `__main__`): the model saved
+    # here is converted by the exported package (run `tito export 18_compression` first).
+    model = package.to_sparse(dense, quantize=True)
+    model[-1] = dense[-1]                       # keep one dense Linear: mixed models work too
+    expect_value_error(lambda: save_compressed(to_sparse(dense), "never-written.npz"), "__main__")
     with tempfile.TemporaryDirectory() as tmpdir:
-        dense = load_pretrained("cnn")
-        prune_magnitude(dense, 0.9)
-        model = to_sparse(dense, quantize=True)
-        model[-1] = dense[-1]                       # keep one dense Linear: mixed models work too
         path = os.path.join(tmpdir, "cnn.npz")
         size = save_compressed(model, path)
         assert size == os.path.getsize(path) == compressed_file_size(model), size
@@ -3253,7 +3269,8 @@ def test_save_load_compressed():
                               "extra": extra}.items():
             np.savez(os.path.join(tmpdir, name + ".npz"), **content)
         for name in list(damaged) + ["wrong_dtype", "missing", "bad_ptr", "extra"]:
-            expect_value_error(lambda: load_compressed(os.path.join(tmpdir, name + ".npz")))
+            expect_value_error(lambda: load_compressed(os.path.join(tmpdir, name + ".npz")), name)
+    assert not os.path.exists("never-written.npz")
     print("save_compressed / load_compressed: OK")
 
 
@@ -3458,13 +3475,6 @@ for r in mlp_reports.values():
                     "memory ratio": f"{r.ratio:.1f}x", "disk ratio": f"{r.disk_ratio:.1f}x",
                     "weight bytes per nonzero": f"{weight_bytes / r.nonzeros:.2f}"})
 print(format_table(summary))
-import tempfile
-
-with tempfile.TemporaryDirectory() as tmpdir:
-    compressed_path = os.path.join(tmpdir, "mlp_compressed.npz")
-    saved_bytes = save_compressed(mlp_reports[0.9].model, compressed_path)
-    reloaded = load_compressed(compressed_path)
-    print(f"\nsaved file: {saved_bytes:,} bytes; reloaded model accuracy {evaluate(reloaded, test_loader):.2%}")
 
 # %% [markdown]
 # **Where the bytes go.** At 90% sparsity each surviving weight costs about 3 bytes: 1 for

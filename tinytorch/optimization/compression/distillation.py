@@ -12,7 +12,7 @@ from ...core import (Adam, Linear, Module, Tensor, cross_entropy, evaluate, kl_d
                             no_grad, softmax)
 from .checks import check_fraction, check_int, check_loader, check_number
 
-# %% ../../../modules/18_compression/compression_dev.py #6d721da6
+# %% ../../../modules/18_compression/compression_dev.py #93978376
 def _num_classes(model: Module):
     """out_features of the last Linear layer in `model` (its number of classes), or None."""
     last = None
@@ -101,10 +101,10 @@ class KnowledgeDistiller:
         batches), plus "val_accuracy" if `val_loader` is given.
         """
         epochs = check_int("epochs", epochs, minimum=0)
-        check_loader("train_loader", train_loader)
         teacher_ids = {id(p) for p in self.teacher.parameters()}
         if any(id(p) in teacher_ids for p in optimizer.params):  # MaskedOptimizer has .params too
             raise ValueError("optimizer holds teacher parameters: build it from student.parameters() only")
+        check_loader("train_loader", train_loader)
         teacher, student = self.teacher, self.student
         history = {"loss": [], "accuracy": []}
         if val_loader is not None:

@@ -3,18 +3,16 @@
 # %% auto #0
 __all__ = ['COMPRESSED_FORMAT', 'COMPRESSED_VERSION', 'save_compressed', 'compressed_file_size', 'load_compressed']
 
-# %% ../../../modules/18_compression/compression_dev.py #63f622cb
+# %% ../../../modules/18_compression/compression_dev.py #7b8b2827
 import io
 import json
 import os
 
 import numpy as np
 
-from ...core import Module
-from ...core.serialization import build_module, module_spec, read_npz, write_npz_atomic
-from .sparse import sparse_layers
+from ...core import Module, build_module, has_extra_state, module_spec, read_npz, write_npz_atomic
 
-# %% ../../../modules/18_compression/compression_dev.py #ae86adf5
+# %% ../../../modules/18_compression/compression_dev.py #11012bcc
 COMPRESSED_FORMAT, COMPRESSED_VERSION = "tinytorch-compressed", 1
 
 
@@ -28,21 +26,26 @@ def _check_savable(model: Module) -> None:
                              f"{home!r}: only tinytorch layers can be rebuilt from a file")
 
 
+def _stateful_layers(model: Module) -> dict:
+    """{dotted name: layer} of every layer with extra state (the sparse layers), in order.
+    The file code asks the layers for their state instead of knowing their classes."""
+    return {name: m for name, m in model.named_modules() if has_extra_state(m)}
+
+
 def _compressed_arrays(model: Module, metadata: dict = None) -> dict:
     """{archive key: array} for save_compressed, including the JSON `__spec__`."""
     if not isinstance(model, Module):
         raise ValueError(f"model must be a Module, got {type(model).__name__}")
     if metadata is not None and not isinstance(metadata, dict):
         raise ValueError(f"metadata must be a dict of JSON values, got {type(metadata).__name__}")
-    _check_savable(model)
     header = {"format": COMPRESSED_FORMAT, "version": COMPRESSED_VERSION, "model": module_spec(model),
               "sparse": {}, "metadata": metadata or {}}
     arrays = {f"param:{name}": p.data.astype(np.float32) for name, p in model.named_parameters()}
-    # TODO: for every sparse layer (sparse_layers): take its get_extra_state() dict, record
+    # TODO: for every sparse layer (_stateful_layers): take its get_extra_state() dict, record
     # header["sparse"][name] = {"kind": <its "kind">} and store each of its arrays under the
     # key f"sparse:{name}:{field}" (e.g. "sparse:1:indptr").
     ### BEGIN SOLUTION
-    for name, layer in sparse_layers(model).items():
+    for name, layer in _stateful_layers(model).items():
         state = layer.get_extra_state()
         header["sparse"][name] = {"kind": state.pop("kind")}
         for field_name, value in state.items():
@@ -62,8 +65,11 @@ def save_compressed(model: Module, path, metadata: dict = None) -> int:
 
     Atomic (core `write_npz_atomic`): the file is written under a unique temporary name in
     the same directory and moved into place; on any failure an existing file at `path` is left
-    byte-identical and no temporary file remains."""
-    return write_npz_atomic(path, _compressed_arrays(model, metadata))
+    byte-identical and no temporary file remains. A model whose layers are not all tinytorch
+    classes is refused (ValueError) before anything is written: it could never be loaded."""
+    arrays = _compressed_arrays(model, metadata)
+    _check_savable(model)
+    return write_npz_atomic(path, arrays)
 
 
 def compressed_file_size(model: Module) -> int:
@@ -113,7 +119,7 @@ def load_compressed(path) -> Module:
         model.load_state_dict(params, strict=True)
     except ValueError as err:
         raise ValueError(f"{path}: parameters do not match the architecture: {err}") from None
-    layers = sparse_layers(model)
+    layers = _stateful_layers(model)
     if set(layers) != set(header["sparse"]):
         raise ValueError(f"{path}: the file describes sparse layers {sorted(header['sparse'])}, "
                          f"the architecture has {sorted(layers)}")
