@@ -13,6 +13,8 @@ import tracemalloc
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tinytorch.core import (Conv2d, DataLoader, Flatten, Linear, Module, ReLU, Sequential, Tensor, TensorDataset,
                             load_model, manual_seed, no_grad, save_model)
@@ -354,3 +356,61 @@ def test_load_model_refuses_a_core_file_of_a_sparse_model_written_before_the_fix
     write_npz_atomic(path, {**sparse.state_dict(), "__spec__": np.array(json.dumps(header))})
     with pytest.raises(ValueError, match="old_core_file.npz"):
         load_model(path)
+
+
+# --------------------------------------------------------------------------- properties
+SPECIAL = [np.nan, np.inf, -np.inf, np.finfo(np.float32).smallest_subnormal, -1e-40, 0.0, 3.5]
+
+
+@st.composite
+def special_matrices(draw):
+    """(W, x): W of any small shape (0-sized included) in float32 or float64 with empty rows,
+    NaN, +-inf and subnormals among its values; x finite (a NaN or inf in x would also poison
+    the zeros that a dense product multiplies and a sparse one skips)."""
+    rows, cols = draw(st.integers(0, 9)), draw(st.integers(0, 9))
+    dtype = draw(st.sampled_from([np.float32, np.float64]))
+    rng = np.random.default_rng(draw(st.integers(0, 2 ** 16)))
+    W = rng.standard_normal((rows, cols)) * (rng.random((rows, cols)) < draw(st.sampled_from([0.0, 0.3, 1.0])))
+    for _ in range(draw(st.integers(0, 4))):
+        if W.size:
+            W[int(rng.integers(rows)), int(rng.integers(cols))] = SPECIAL[int(rng.integers(len(SPECIAL)))]
+    return W.astype(dtype), rng.standard_normal(cols).astype(dtype)
+
+
+@settings(max_examples=120, deadline=None)
+@given(special_matrices())
+def test_csr_and_kernels_agree_with_scipy_on_awkward_values(case):
+    sp = pytest.importorskip("scipy.sparse")
+    W, x = case
+    A, ref = CSRMatrix.from_dense(W), sp.csr_matrix(W)
+    assert A.data.dtype == W.dtype
+    assert np.array_equal(A.data, ref.data, equal_nan=True) and np.array_equal(A.indices, ref.indices)
+    assert np.array_equal(A.indptr, ref.indptr)
+    assert np.array_equal(A.to_dense(), W, equal_nan=True)
+    want = ref @ x
+    got = csr_matvec(A, x)
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-30, equal_nan=True)
+    X = np.stack([x, 2 * x], axis=1)
+    np.testing.assert_allclose(A.matmul(X), ref @ X, rtol=1e-5, atol=1e-30, equal_nan=True)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 7), st.integers(1, 7), st.integers(1, 3), st.integers(0, 1), st.integers(1, 2),
+       st.sampled_from([0.0, 0.5, 0.9, 1.0]), st.integers(0, 2 ** 16), st.booleans())
+def test_sparse_conv_and_linear_equal_their_dense_twins(c_in, c_out, kernel, padding, stride, sparsity,
+                                                        seed, bias):
+    manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    conv = Conv2d(c_in, c_out, kernel, stride=stride, padding=padding, bias=bias)
+    lin = Linear(c_in * 4, c_out, bias=bias)
+    for layer in (conv, lin):
+        layer.weight.data *= rng.random(layer.weight.shape) >= sparsity
+    x_img = rng.standard_normal((2, c_in, 5, 6)).astype(np.float32)
+    x_vec = rng.standard_normal((3, c_in * 4)).astype(np.float32)
+    with no_grad():
+        for dense, sparse, x in ((conv, to_sparse(conv, min_sparsity=0.0), x_img),
+                                 (lin, to_sparse(lin, min_sparsity=0.0), x_vec)):
+            want, got = dense(Tensor(x)).data, sparse(Tensor(x)).data
+            assert type(sparse).__name__.startswith("Sparse") and got.shape == want.shape
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
