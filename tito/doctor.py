@@ -46,8 +46,15 @@ def doctor_command(project) -> int:
     if not mods:
         print("modules     : none found")
     for mod in mods:
-        if not mod.notebook.is_file():
-            print(f"{mod.dirname}: notebook {project.rel(mod.notebook)} missing")
+        try:
+            missing = [nb for nb in mod.notebooks if not nb.is_file()]
+        except TitoError as e:  # a malformed 'notebooks' list in module.yaml
+            print(f"{mod.dirname}: {e}")
+            ok = False
+            continue
+        if missing:
+            for nb in missing:
+                print(f"{mod.dirname}: notebook {project.rel(nb)} missing")
             ok = False
             continue
         try:
@@ -59,7 +66,8 @@ def doctor_command(project) -> int:
             ok = False
             continue
         state = "in sync" if not drifted else "OUT OF SYNC (run tito export " + mod.dirname + ")"
-        print(f"{mod.dirname}: {r.describe(project)} {state}")
+        source = f" (from {r.sources(project)})" if len(r.notebooks) > 1 else ""
+        print(f"{mod.dirname}: {r.describe(project)}{source} {state}")
         for d in drifted:
             print(f"    {project.rel(d.path)} {d.why}")
         ok = ok and not drifted

@@ -8,12 +8,15 @@ Every target is built from scratch by nbdev's ``ModuleMaker`` in a scratch direc
 mirrors the package layout (so nbdev's relative-import rewriting is right), with the
 "File to edit" header pointing at the real notebook relative to that target.
 
-When a notebook has several targets that all sit in one package directory below the lib
-root (e.g. ``tinytorch/optimization/compression/``), tito also generates that package's
-``__init__.py``, re-exporting each module's ``__all__``. Files left over from an earlier
-layout are removed: a module file ``<package>.py`` beside the package, modules in the
-package generated from this notebook that are no longer targets, and (the other way
-round) the generated files of a package ``<module>/`` beside a single-file target.
+A module may have several notebooks (``notebooks:`` in module.yaml, see ``tito.project``):
+they are exported together, as if they were one notebook, into one set of targets; two
+notebooks may not export the same target. When the targets all sit in one package directory
+below the lib root (e.g. ``tinytorch/optimization/compression/``), tito also generates that
+package's ``__init__.py``, re-exporting the ``__all__`` of every module of every notebook.
+Files left over from an earlier layout are removed: a module file ``<package>.py`` beside
+the package, modules in the package generated from these notebooks that are no longer
+targets, and (the other way round) the generated files of a package ``<module>/`` beside a
+single-file target.
 
 Every file is compiled before anything is written; then all files are replaced together
 (``replace_files``): either every change lands or none does. nbdev is never asked to
@@ -50,15 +53,18 @@ class RenderedFile:
     path: Path            # file it is written to
     text: str             # its complete source
     names: list[str]      # its __all__, in order
+    source: Path | None = None  # the notebook it is exported from (None for a generated __init__)
 
 
 @dataclass
 class Rendered:
-    """Everything one notebook exports, rendered in memory (nothing written yet).
+    """Everything a module's notebooks export, rendered in memory (nothing written yet).
 
-    ``modules`` are the target modules in notebook order (first exported code cell);
-    ``init`` is the generated ``__init__.py`` of ``package`` when the targets form one
-    package, else None; ``stale`` maps files an export deletes to the reason why.
+    ``notebook`` is the main notebook used and ``notebooks`` all of them (main first);
+    ``modules`` are the target modules in notebook order (first exported code cell), one
+    notebook after the other; ``init`` is the generated ``__init__.py`` of ``package`` when
+    the targets form one package, else None; ``stale`` maps files an export deletes to the
+    reason why.
     """
 
     notebook: Path
@@ -66,6 +72,7 @@ class Rendered:
     init: RenderedFile | None = None
     package: Path | None = None
     stale: dict[Path, str] = field(default_factory=dict)
+    notebooks: list[Path] = field(default_factory=list)
 
     @property
     def files(self) -> list[RenderedFile]:
@@ -90,6 +97,12 @@ class Rendered:
         """``tinytorch/x/`` for a directory, ``tinytorch/x.py`` for one module file."""
         rel = project.rel(self.target)
         return rel if len(self.modules) == 1 and self.package is None else rel + "/"
+
+    def sources(self, project) -> str:
+        """The notebooks used: ``modules/a/a_dev.py`` or ``modules/a/a_dev.py + b_dev.py``."""
+        first, *others = self.notebooks or [self.notebook]
+        return " + ".join([project.rel(first)] + [
+            p.name if p.parent == first.parent else project.rel(p) for p in others])
 
 
 @dataclass
@@ -197,13 +210,20 @@ def _wrapped(opening: str, items: list[str], closing: str) -> str:
                                    break_on_hyphens=False))
 
 
-def _init_text(project, src: Path, package: Path, modules: list[RenderedFile]) -> str:
+def _init_text(project, sources: list[Path], package: Path, modules: list[RenderedFile]) -> str:
     """The generated package ``__init__.py``: re-export every module's ``__all__``."""
-    doc = (f"{_INIT_MARKER}{project.rel(src)}.\n\n"
-           "Every module of this package is exported from that notebook; this file re-exports the\n"
-           "names in each module's `__all__`. Edit the notebook and run `tito export`, not this file.\n"
-           '"""\n')
-    parts = [doc, _edit_header(package, src) + "\n"]
+    if len(sources) == 1:
+        doc = (f"{_INIT_MARKER}{project.rel(sources[0])}.\n\n"
+               "Every module of this package is exported from that notebook; this file re-exports the\n"
+               "names in each module's `__all__`. Edit the notebook and run `tito export`, not this file.\n"
+               '"""\n')
+    else:
+        doc = (f"{_INIT_MARKER}{len(sources)} notebooks:\n"
+               + "".join(f"{project.rel(src)}\n" for src in sources) + "\n"
+               "Every module of this package is exported from one of them; this file re-exports the\n"
+               "names in each module's `__all__`. Edit a notebook and run `tito export`, not this file.\n"
+               '"""\n')
+    parts = [doc, "".join(_edit_header(package, src) + "\n" for src in sources)]
     imports = []
     for m in modules:
         line = f"from .{m.name.rsplit('.', 1)[-1]} import "
@@ -244,24 +264,28 @@ def _generated_from(path: Path, header: str) -> bool:
         return False
 
 
-def _stale_files(project, src: Path, modules: list[RenderedFile], package: Path | None) -> dict[Path, str]:
-    """Files of an earlier layout that an export removes, with the reason (see module docstring)."""
+def _stale_files(project, sources: list[Path], modules: list[RenderedFile],
+                 package: Path | None) -> dict[Path, str]:
+    """Files of an earlier layout that an export removes, with the reason (see module docstring).
+
+    Only files generated from one of ``sources`` count: with a notebook override, the
+    package files exported from the module's own copy of that notebook are kept."""
     stale: dict[Path, str] = {}
     targets = {m.path for m in modules}
     if package is not None:
         sibling = package.with_suffix(".py")
         if sibling.is_file():
             stale[sibling] = f"module file shadowed by the package {project.rel(package)}/"
-        header = _edit_header(package, src)
         for f in sorted(package.glob("*.py")):
-            if f not in targets and f.name != "__init__.py" and _generated_from(f, header):
+            if f not in targets and f.name != "__init__.py" and any(
+                    _generated_from(f, _edit_header(package, src)) for src in sources):
                 stale[f] = "generated from this notebook but no longer a target"
     else:
         for m in modules:
             old_pkg = m.path.with_suffix("")
             if not old_pkg.is_dir():
                 continue
-            header = _edit_header(old_pkg, src)
+            header = _edit_header(old_pkg, m.source)
             for f in sorted(old_pkg.glob("*.py")):
                 if _generated_from(f, header):
                     stale[f] = f"generated from this notebook; {project.rel(m.path)} replaces it"
@@ -316,11 +340,11 @@ def _make_modules(project, src: Path, groups, ncells: int, index_of) -> list[Ren
             mm.make(cells, in_all, lib_path=scratch_lib)
             text = mm.fname.read_text(encoding="utf-8")
             names = _compiled_names(project, src, ncells, target, text, index_of)
-            modules.append(RenderedFile(name, target, text, names))
+            modules.append(RenderedFile(name, target, text, names, src))
     return modules
 
 
-def _make_init(project, src: Path, package: Path, modules: list[RenderedFile]) -> RenderedFile:
+def _make_init(project, sources: list[Path], package: Path, modules: list[RenderedFile]) -> RenderedFile:
     """The generated ``__init__.py`` of ``package``; refuses to replace a hand-written one."""
     _check_unique_names(modules)
     path = package / "__init__.py"
@@ -329,7 +353,7 @@ def _make_init(project, src: Path, package: Path, modules: list[RenderedFile]) -
         if old.strip() and not old.startswith(_INIT_MARKER):
             raise TitoError(f"{project.rel(path)} was not generated by tito export; it would be "
                             "replaced by the generated one: move its code into the notebook, then delete it")
-    text = _init_text(project, src, package, modules)
+    text = _init_text(project, sources, package, modules)
     try:
         tree = ast.parse(text)
     except SyntaxError as e:  # only a module name that is not an identifier could cause this
@@ -338,24 +362,25 @@ def _make_init(project, src: Path, package: Path, modules: list[RenderedFile]) -
     return RenderedFile(name, path, text, _all_names(tree))
 
 
-def render(module, notebook: Path | None = None) -> Rendered:
-    """Export ``module``'s notebook (or ``notebook`` instead) to text, touching no file.
-
-    The "File to edit" headers point at the notebook used. Raises TitoError for a
-    notebook without ``#| default_exp`` or export cells, a bad export directive, code
-    that does not compile (naming the notebook cell and ``.py`` line), conflicting
-    targets, two modules exporting the same name into one package, or a hand-written
-    package ``__init__.py`` that the generated one would overwrite.
-    """
-    from tito.notebook import read_py
-
+def _sources(module, notebook: Path | None) -> list[Path]:
+    """The notebooks to export: ``module.notebooks``, with ``notebook`` (if given) in place of
+    the one with its file name, or of the main one if no name matches."""
     project = module.project
-    if notebook is None:
-        src = module.require_notebook()
-    else:
+    sources = module.notebooks
+    if notebook is not None:
         src = Path(notebook).resolve()
+        names = [p.name for p in sources]
+        sources[names.index(src.name) if src.name in names else 0] = src
+    for src in sources:
         if not src.is_file():
             raise TitoError(f"notebook {project.rel(src)} not found")
+    return sources
+
+
+def _render_notebook(project, src: Path) -> list[RenderedFile]:
+    """The target modules of one notebook, in notebook order (see ``render``)."""
+    from tito.notebook import read_py
+
     nb = read_py(src)
     ncells = len(nb.cells)
     index_of = {c["id"]: i for i, c in enumerate(nb.cells)}
@@ -370,12 +395,38 @@ def render(module, notebook: Path | None = None) -> Rendered:
                 compile(nb.cells[i].source, f"<cell {i}>", "exec")
             except SyntaxError as e:
                 raise _syntax_error(project, src, ncells, i, e, e.lineno or 1) from None
-        modules = _make_modules(project, src, groups, ncells, index_of)
+        return _make_modules(project, src, groups, ncells, index_of)
 
+
+def _check_one_source_per_target(project, modules: list[RenderedFile]) -> None:
+    """TitoError if two notebooks export the same target module."""
+    seen: dict[str, Path] = {}
+    for m in modules:
+        if m.name in seen:
+            raise TitoError(f"{m.name} is exported by both {project.rel(seen[m.name])} and "
+                            f"{project.rel(m.source)}; a module has one notebook")
+        seen[m.name] = m.source
+
+
+def render(module, notebook: Path | None = None) -> Rendered:
+    """Export ``module``'s notebooks (``notebook`` replacing one of them) to text, touching no file.
+
+    The "File to edit" headers point at the notebook each file comes from. Raises TitoError
+    for a missing notebook, a notebook without ``#| default_exp`` or export cells, a bad
+    export directive, code that does not compile (naming the notebook cell and ``.py``
+    line), conflicting targets (also across notebooks), two modules exporting the same name
+    into one package, or a hand-written package ``__init__.py`` that the generated one would
+    overwrite.
+    """
+    project = module.project
+    sources = _sources(module, notebook)
+    modules = [m for src in sources for m in _render_notebook(project, src)]
+    _check_one_source_per_target(project, modules)
     _check_no_nesting(modules)
     package = _package_of(project, modules)
-    init = _make_init(project, src, package, modules) if package is not None else None
-    return Rendered(src, modules, init, package, _stale_files(project, src, modules, package))
+    init = _make_init(project, sources, package, modules) if package is not None else None
+    return Rendered(sources[0], modules, init, package, _stale_files(project, sources, modules, package),
+                    sources)
 
 
 def drift(module, notebook: Path | None = None) -> tuple[list[OutOfSync], Rendered]:
@@ -522,7 +573,7 @@ def _roll_back(done: list[Path], backups: dict[Path, tuple[bytes, int]], temps,
 
 
 def export_command(module, notebook: Path | None = None) -> int:
-    """Export the notebook (``module.notebook`` unless ``notebook`` is given) into the package.
+    """Export the module's notebooks (``notebook`` replacing the one of its name) into the package.
 
     Writes only files whose text changed, creates missing ``__init__.py`` files on the
     way, removes stale files, all in one ``replace_files`` step; prints one summary line
@@ -544,6 +595,6 @@ def export_command(module, notebook: Path | None = None) -> int:
     for p, why in r.stale.items():
         print(f"removed {project.rel(p)} ({why})")
     n, k = len(r.modules), len(r.names)
-    print(f"exported {project.rel(r.notebook)} -> {r.describe(project)} "
+    print(f"exported {r.sources(project)} -> {r.describe(project)} "
           f"({n} module{'s' * (n != 1)}, {k} name{'s' * (k != 1)}; {status})")
     return 0

@@ -4,7 +4,9 @@ The root is the nearest directory, walking up from the current directory, that h
 ``pyproject.toml`` with a ``[tool.nbdev]`` table; failing that, the checkout tito itself
 was imported from (if it has one). Modules are the ``modules/NN_name/`` directories under
 the nbdev ``nbs_path``; each may have a ``module.yaml`` (keys used: ``number``, ``name``,
-``notebook``, ``exports``, ``demo``) — anything missing is derived from the directory.
+``notebook``, ``notebooks``, ``exports``, ``demo``) — anything missing is derived from the
+directory. ``notebooks: [main_dev.py, extra_dev.py]`` lists every notebook exported into the
+module's package (the first is the main one, ``notebook``); without it the module has one.
 """
 from __future__ import annotations
 
@@ -119,14 +121,30 @@ class Module:
 
     @property
     def notebook(self) -> Path:
-        """The jupytext percent-format source of truth."""
+        """The jupytext percent-format source of truth (the main one if there are several)."""
         if self.meta.get("notebook"):
             return self.path / self.meta["notebook"]
+        if self.meta.get("notebooks"):
+            return self.notebooks[0]
         default = self.path / f"{self.name}_dev.py"
         if default.exists():
             return default
         devs = sorted(self.path.glob("*_dev.py"))
         return devs[0] if len(devs) == 1 else default
+
+    @property
+    def notebooks(self) -> list[Path]:
+        """Every notebook exported into the module's package: ``notebook`` first, then the
+        others listed under ``notebooks`` in module.yaml, in their order ([notebook] if none)."""
+        names = self.meta.get("notebooks")
+        if names is None:
+            return [self.notebook]
+        if not isinstance(names, list) or not names or not all(isinstance(n, str) and n for n in names):
+            raise TitoError(f"{self.project.rel(self.path / 'module.yaml')}: 'notebooks' must be a "
+                            "non-empty list of file names")
+        listed = [self.path / n for n in dict.fromkeys(names)]
+        main = self.path / self.meta["notebook"] if self.meta.get("notebook") else listed[0]
+        return [main] + [p for p in listed if p != main]
 
     def require_notebook(self) -> Path:
         nb = self.notebook
