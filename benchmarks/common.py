@@ -7,6 +7,7 @@ wrote to ``<out>/<NAME>.json``) and a ``main(argv)`` built on ``cli_main``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as _dt
 import importlib.util
 import json
@@ -112,6 +113,31 @@ def has_scipy() -> bool:
 
 
 # --------------------------------------------------------------------------- timing
+def has_threadpoolctl() -> bool:
+    return importlib.util.find_spec("threadpoolctl") is not None
+
+
+def blas_threads(limit):
+    """Context manager: BLAS limited to `limit` threads inside it (threadpoolctl), or left as
+    the process started it for limit=None. Without threadpoolctl every block runs with the
+    threads the environment set (OPENBLAS_NUM_THREADS...): the JSON's machine.blas says which."""
+    if limit is None or not has_threadpoolctl():
+        return contextlib.nullcontext()
+    import threadpoolctl
+    return threadpoolctl.threadpool_limits(limits=limit, user_api="blas")
+
+
+def timings_by_threads(fns: dict, rounds: int = 3, repeats: int = 7) -> dict:
+    """{"one": {name: seconds}, "default": {name: seconds}}: best_median_times with BLAS pinned
+    to one thread (the figures ratios and targets use: dense BLAS on two busy cores swings
+    by 100x) and with the process's default threads, each interleaved in this process."""
+    timings = {}
+    for label, limit in (("one", 1), ("default", None)):
+        with blas_threads(limit):
+            timings[label] = best_median_times(fns, rounds=rounds, repeats=repeats)
+    return timings
+
+
 def best_median_times(fns: dict, rounds: int = 3, repeats: int = 7) -> dict:
     """{name: seconds}: the fastest of `rounds` medians (tinytorch.core.median_time) of
     `repeats` calls, the functions interleaved round by round so that a slow phase of the
