@@ -1,0 +1,287 @@
+"""Mutation testing of the solution regions, with the graded checkpoint alone as the test.
+
+Runs mutmut 3 (`pip install -e ".[mutation]"`) on a scratch copy of the package and the
+checkpoint, so the checkout is never touched:
+
+1. copies tinytorch/, the checkpoint and pyproject.toml (plus a [tool.mutmut] section) into
+   a work directory;
+2. lets mutmut generate every mutant of the files holding solution regions (`mutmut run`
+   on one mutant; mutmut generates all of them before it runs any);
+3. keeps the mutants whose changed lines lie inside a `### BEGIN/END SOLUTION` region
+   (found by diffing each mutant function against mutmut's copy of the original);
+4. runs exactly those (`mutmut run --max-children N <names>`): each is tested by the
+   checkpoint's capabilities that call its function, with `-x -q -p no:cacheprovider`
+   and mutmut's CPU-time limit per mutant;
+5. reads `mutmut results`, explains every survivor from EQUIVALENT below (or reports it as
+   a hole in the grading) and writes the result into docs/grading.md.
+
+    python scripts/mutation_check.py                 # full run (about 10-15 minutes on 2 cores)
+    python scripts/mutation_check.py --only csr.py   # regions of one file
+    python scripts/mutation_check.py --no-write      # do not touch docs/grading.md
+
+Exit status 0 when at least TARGET of the non-equivalent mutants are killed and every
+survivor is explained, 1 otherwise. Not part of the default test run: it is CPU-heavy.
+"""
+import argparse
+import ast
+import difflib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from grading_map import CHECKPOINT, DOC, PACKAGE, REPO, find_regions  # noqa: E402
+
+TARGET = 0.95
+MUTATION_START, MUTATION_END = "<!-- mutation:start -->", "<!-- mutation:end -->"
+KILLED = {"killed", "timeout", "segfault", "caught by type check"}
+
+# Survivors that behave exactly like the solution, keyed by (region, original line, mutated
+# line) with surrounding whitespace stripped; the value says why no test can tell them apart.
+EQUIVALENT = {}
+
+_MUTANT_DEF = re.compile(r"^(x_|xǁ)(?P<unit>.+?)__mutmut_(?P<id>orig|\d+)$")
+
+
+@dataclass
+class Mutant:
+    name: str            # mutmut's key, e.g. tinytorch.optimization.compression.csr.x_csr_matmul__mutmut_7
+    region: str          # grading_map region name
+    lines: list          # source line numbers the mutation changes
+    before: str          # the original line(s), stripped
+    after: str           # the mutated line(s), stripped
+    status: str = "not checked"
+
+    @property
+    def key(self) -> tuple:
+        return (self.region, self.before, self.after)
+
+
+def _module_name(path: Path) -> str:
+    return ".".join(path.relative_to(REPO).with_suffix("").parts)
+
+
+def _unit_of(qualname: str) -> str:
+    """mutmut's unit (top-level function or Class.method) for a def's qualified name."""
+    parts = qualname.split(".")
+    return ".".join(parts[:2]) if parts[0][:1].isupper() and len(parts) > 1 else parts[0]
+
+
+def _mangled(unit: str) -> str:
+    """keep_mask -> x_keep_mask; CSRMatrix.from_dense -> xǁCSRMatrixǁfrom_dense (mutmut's names)."""
+    return "xǁ" + "ǁ".join(unit.split(".")) if "." in unit else "x_" + unit
+
+
+def prepare(workdir: Path, files: list) -> None:
+    """A scratch copy of the package and the checkpoint with a [tool.mutmut] section
+    restricting mutation to `files` (paths relative to the repository)."""
+    if workdir.exists():
+        shutil.rmtree(workdir)
+    workdir.mkdir(parents=True)
+    shutil.copytree(REPO / "tinytorch", workdir / "tinytorch", ignore=shutil.ignore_patterns("__pycache__"))
+    checkpoint = CHECKPOINT.relative_to(REPO)
+    (workdir / checkpoint.parent).mkdir(parents=True)
+    shutil.copy2(CHECKPOINT, workdir / checkpoint)
+    config = (REPO / "pyproject.toml").read_text()
+    config += "\n[tool.mutmut]\n" + "\n".join([
+        'source_paths = ["tinytorch"]',
+        f"only_mutate = {json.dumps(files)}",
+        f'pytest_add_cli_args_test_selection = ["{checkpoint.as_posix()}"]',
+        'pytest_add_cli_args = ["-p", "no:cacheprovider"]',   # mutmut itself adds -x -q
+        "timeout_multiplier = 5.0",                           # CPU-time limit: 10 x (test time + 1 s)
+        "use_git_change_detection = false",
+    ]) + "\n"
+    (workdir / "pyproject.toml").write_text(config)
+
+
+def mutmut(workdir: Path, *args: str, log: Path = None) -> subprocess.CompletedProcess:
+    """Run the mutmut CLI in `workdir` (output to `log` if given, else captured)."""
+    command = [sys.executable, "-m", "mutmut", *args]
+    # one BLAS thread per worker: mutmut already runs --max-children workers side by side
+    env = dict(os.environ, PYTHONPATH="", PYTHONHASHSEED="0", OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1",
+               MKL_NUM_THREADS="1")
+    if log is None:
+        return subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True)
+    with open(log, "a") as out:
+        return subprocess.run(command, cwd=workdir, env=env, stdout=out, stderr=subprocess.STDOUT, text=True)
+
+
+def _defs(tree: ast.AST):
+    """Every FunctionDef at module level or in a top-level class body."""
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef):
+            yield node
+        elif isinstance(node, ast.ClassDef):
+            yield from (n for n in node.body if isinstance(n, ast.FunctionDef))
+
+
+def region_mutants(workdir: Path, regions: list) -> tuple:
+    """(mutants inside regions, count of mutants outside them) from mutmut's mutated files."""
+    inside, outside = [], 0
+    for path in sorted({r.path for r in regions}):
+        rel = path.relative_to(REPO)
+        source = (workdir / rel).read_text().splitlines()
+        def_line = {}
+        for qualname, first, _ in _functions_with_def_line(ast.parse("\n".join(source))):
+            def_line[qualname] = first
+        mutated_text = (workdir / "mutants" / rel).read_text()
+        mutated = mutated_text.splitlines()
+        groups = {}
+        for node in _defs(ast.parse(mutated_text)):
+            match = _MUTANT_DEF.match(node.name)
+            if match:
+                text = mutated[node.lineno - 1:node.end_lineno]
+                text[0] = text[0].replace(node.name, "__f__", 1)
+                groups.setdefault(match["unit"], {})[match["id"]] = text
+        file_regions = [r for r in regions if r.path == path]
+        for unit, versions in groups.items():
+            qualname = unit.replace("ǁ", ".")
+            original = versions.pop("orig")
+            start = def_line[qualname]
+            expected = source[start - 1:start - 1 + len(original)]
+            expected[0] = re.sub(r"def \w+", "def __f__", expected[0], count=1)
+            if original != expected:
+                raise RuntimeError(f"mutmut's copy of {rel}::{qualname} differs from the source: cannot map lines")
+            for number, text in versions.items():
+                changed, before, after = [], [], []
+                for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(None, original, text).get_opcodes():
+                    if tag != "equal":
+                        changed += [start + i for i in range(i1, max(i2, i1 + 1))]
+                        before += [line.strip() for line in original[i1:i2]]
+                        after += [line.strip() for line in text[j1:j2]]
+                region = next((r for r in file_regions if all(r.begin < n < r.end for n in changed)), None)
+                if region is None or not changed:
+                    outside += 1
+                    continue
+                name = f"{_module_name(path)}.{_mangled(qualname)}__mutmut_{number}"
+                inside.append(Mutant(name, region.name, changed, " / ".join(before), " / ".join(after)))
+    return inside, outside
+
+
+def _functions_with_def_line(tree: ast.AST):
+    """(Class.method or function, def line, last line) for mutmut's units."""
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef):
+            yield node.name, node.lineno, node.end_lineno
+        elif isinstance(node, ast.ClassDef):
+            for child in node.body:
+                if isinstance(child, ast.FunctionDef):
+                    yield f"{node.name}.{child.name}", child.lineno, child.end_lineno
+
+
+def read_statuses(workdir: Path) -> dict:
+    """{mutant name: status} from `mutmut results --all true`."""
+    result = mutmut(workdir, "results", "--all", "true")
+    statuses = {}
+    for line in result.stdout.splitlines():
+        name, sep, status = line.strip().rpartition(": ")
+        if sep and "__mutmut_" in name:
+            statuses[name] = status
+    return statuses
+
+
+def summarize(mutants: list, outside: int, seconds: float, jobs: int) -> dict:
+    counts = Counter(m.status for m in mutants)
+    killed = [m for m in mutants if m.status in KILLED]
+    survivors = [m for m in mutants if m.status not in KILLED]
+    equivalent = [m for m in survivors if m.key in EQUIVALENT]
+    holes = [m for m in survivors if m.key not in EQUIVALENT]
+    scored = len(mutants) - len(equivalent)
+    return {"generated": len(mutants), "killed": len(killed), "survived": len(survivors),
+            "equivalent": len(equivalent), "unexplained": len(holes), "outside_regions": outside,
+            "score": len(killed) / scored if scored else 1.0, "statuses": dict(counts),
+            "seconds": round(seconds), "jobs": jobs}
+
+
+def render(mutants: list, summary: dict) -> str:
+    """The mutation section of docs/grading.md."""
+    import mutmut as mutmut_package
+
+    lines = [
+        f"mutmut {mutmut_package.__version__}, `python scripts/mutation_check.py` "
+        f"({summary['jobs']} workers, {summary['seconds']} s for the mutant runs). Mutants are kept when every "
+        f"line they change lies inside a solution region ({summary['outside_regions']} others in the same files "
+        "were generated and not run); each is tested by the checkpoint alone.",
+        "",
+        "| generated | killed | survived | equivalent | killed / non-equivalent |",
+        "| --- | --- | --- | --- | --- |",
+        f"| {summary['generated']} | {summary['killed']} | {summary['survived']} | {summary['equivalent']} "
+        f"| {summary['score']:.1%} |",
+        "",
+        "Statuses: " + ", ".join(f"{k} {v}" for k, v in sorted(summary["statuses"].items())) + ".",
+    ]
+    survivors = [m for m in mutants if m.status not in KILLED]
+    if survivors:
+        lines += ["", "| survivor | original | mutated | why it survives |", "| --- | --- | --- | --- |"]
+        for m in sorted(survivors, key=lambda m: (m.region, m.lines)):
+            why = EQUIVALENT.get(m.key, "**not explained: a hole in the grading**")
+            lines.append(f"| `{m.region}` line {m.lines[0]} | `{_cell(m.before)}` | `{_cell(m.after)}` | {why} |")
+    return "\n".join(lines)
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("`", "'")
+
+
+def write_section(body: str, doc: Path = DOC) -> None:
+    text = doc.read_text() if doc.exists() else ""
+    block = f"{MUTATION_START}\n{body}\n{MUTATION_END}"
+    if MUTATION_START in text:
+        text = re.sub(re.escape(MUTATION_START) + ".*?" + re.escape(MUTATION_END), lambda _: block, text, flags=re.S)
+    else:
+        text += ("\n" if text else "") + block + "\n"
+    doc.write_text(text)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--workdir", type=Path, help="scratch directory (default: a new temporary one)")
+    parser.add_argument("--jobs", type=int, default=2, help="mutmut --max-children (default 2)")
+    parser.add_argument("--only", help="only the regions of files whose name contains this text")
+    parser.add_argument("--no-write", action="store_true", help="do not update docs/grading.md")
+    args = parser.parse_args(argv)
+
+    regions = [r for r in find_regions(PACKAGE) if not args.only or args.only in str(r.path)]
+    if not regions:
+        raise SystemExit("no solution region matches --only")
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="mutation-"))
+    files = sorted({r.path.relative_to(REPO).as_posix() for r in regions})
+    prepare(workdir, files)
+    log = workdir / "mutmut.log"
+    # mutmut generates every mutant before it runs any: run one to get them all.
+    first = regions[0]
+    unit = _mangled(_unit_of(first.function))
+    seed = mutmut(workdir, "run", "--max-children", str(args.jobs),
+                  f"{_module_name(first.path)}.{unit}__mutmut_1", log=log)
+    if seed.returncode != 0:
+        raise SystemExit(f"mutmut could not generate the mutants; see {log}")
+    mutants, outside = region_mutants(workdir, regions)
+    print(f"{len(mutants)} mutants inside {len(regions)} regions ({outside} outside them, not run); work dir {workdir}")
+
+    start = time.perf_counter()
+    run = mutmut(workdir, "run", "--max-children", str(args.jobs), *[m.name for m in mutants], log=log)
+    seconds = time.perf_counter() - start
+    if run.returncode != 0:
+        raise SystemExit(f"mutmut run failed (exit {run.returncode}); see {log}")
+    statuses = read_statuses(workdir)
+    for m in mutants:
+        m.status = statuses.get(m.name, "not checked")
+    summary = summarize(mutants, outside, seconds, args.jobs)
+    (workdir / "mutation.json").write_text(json.dumps(
+        {"summary": summary, "mutants": [vars(m) for m in mutants]}, indent=1))
+    print(render(mutants, summary))
+    if not args.no_write and not args.only:
+        write_section(render(mutants, summary))
+    return 0 if summary["score"] >= TARGET and summary["unexplained"] == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
