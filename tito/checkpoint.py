@@ -3,7 +3,8 @@
 A checkpoint is ``tests/checkpoints/checkpoint_NN_name.py``; each test function is one
 capability. ``run`` executes it with pytest (JUnit XML report) and stores the outcome in
 ``.tito/checkpoints.json`` at the project root (keyed by module directory name, with a
-UTC timestamp). ``status`` only reads that file.
+UTC timestamp). ``status`` only reads that file. ``run`` is refused unless the package is
+a fresh export of the notebook in use (``tito.workspace.choose_notebook``).
 """
 from __future__ import annotations
 
@@ -11,7 +12,10 @@ import json
 from datetime import datetime, timezone
 
 from tito.errors import TitoError
+from tito.feedback import shorten
 from tito.pytest_run import Case, run_pytest
+
+MESSAGE_WIDTH = 100
 
 
 def _state_file(project):
@@ -51,19 +55,21 @@ def print_table(rows: list[tuple[str, str, str]]) -> None:
     print(f"{head[0]:<{w0}} | {head[1]:<{w1}} | {head[2]}")
     print(f"{'-' * w0}-+-{'-' * w1}-+-{'-' * 20}")
     for cap, res, msg in rows:
-        if len(msg) > 100:
-            msg = msg[:97] + "..."
-        print(f"{cap:<{w0}} | {res:<{w1}} | {msg}")
+        print(f"{cap:<{w0}} | {res:<{w1}} | {shorten(msg, MESSAGE_WIDTH)}")
 
 
 def _label(outcome: str) -> str:
     return {"passed": "PASS", "failed": "FAIL", "error": "ERROR", "skipped": "SKIP"}.get(outcome, outcome)
 
 
-def run_command(module, verbose: bool = False) -> int:
+def run_command(module, notebook=None, verbose: bool = False) -> int:
+    """Run the checkpoint against the package exported from ``notebook`` (default: the module's)."""
+    from tito.workspace import require_fresh_export
+
     f = module.checkpoint_file
     if not f.is_file():
         raise TitoError(f"no checkpoint file {module.project.rel(f)}")
+    require_fresh_export(module, notebook or module.require_notebook())
     code, cases = run_pytest(module.project, [f], quiet=not verbose)
     if not cases:
         raise TitoError(f"pytest ran no tests from {module.project.rel(f)} (exit {code})")

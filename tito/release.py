@@ -6,21 +6,29 @@ included) becomes, at the indentation of the BEGIN line::
     # YOUR CODE HERE
     raise NotImplementedError()
 
-(in markdown cells: ``YOUR ANSWER HERE``). Unbalanced or nested markers are an error that
-names the line of the ``.py`` file. The result is written as ``.py`` (jupytext percent)
-and ``.ipynb`` to ``student/NN_name/`` (or ``--out``); existing files are only
-replaced with ``--force``.
+(in markdown cells: ``YOUR ANSWER HERE``), exactly as nbgrader's ``ClearSolutions`` does.
+Unbalanced or nested markers are an error that names the line of the ``.py`` file, and so
+is any other line that mentions ``BEGIN SOLUTION`` / ``END SOLUTION``: nbgrader matches
+those words anywhere in a line, prose included. The result is written as ``.py``
+(jupytext percent) and ``.ipynb`` to ``student/NN_name/`` (or ``--out``); existing files
+are only replaced with ``--force``.
 
-nbgrader metadata (schema 3) is added without depending on nbgrader:
+nbgrader metadata (schema 3) is computed from the cells themselves by ``stamp_nbgrader``,
+the one place that decides it (``tito module start`` and ``tito nbgrader generate`` use it
+too); metadata already in the notebook only contributes its ``grade_id``:
 
-* cells that contained a solution region: ``solution: true, grade: false, locked: false``;
-* test cells (code cells without a solution that have an ``assert`` statement, or that
-  already carry ``nbgrader.grade: true``): ``grade: true, solution: false, locked: true,
-  points: <existing or 1>``;
-* other cells are left without nbgrader metadata.
+* solution cells (a solution region inside): ``solution: true, locked: false``; a markdown
+  solution cell is also ``grade: true`` with 0 points (nbgrader grades written answers by hand);
+* test cells (code defining a top-level ``test_*`` function, not exported): locked and
+  ``grade: true`` with ``points`` = the POINTS of the checkpoint capabilities they check
+  (``tito.grading.notebook_test_points``), or locked and ungraded when worth 0;
+* every other code cell (given code, setup, analyses): ``locked: true``, never graded;
+* markdown cells without a region: no nbgrader metadata.
 
 ``grade_id`` is kept if the cell already has one; otherwise it is the first function or
 class the cell defines, else ``cell-<content id>``; made unique with ``-2``, ``-3``...
+Keys are written in sorted order, the order nbformat (and so JupyterLab + jupytext) writes
+them, so saving the notebook from JupyterLab leaves the cell headers as they are.
 """
 from __future__ import annotations
 
@@ -33,11 +41,15 @@ from tito.errors import TitoError
 
 BEGIN = "### BEGIN SOLUTION"
 END = "### END SOLUTION"
-_ASSERT = re.compile(r"^\s*assert\b", re.M)
+# What nbgrader's ClearSolutions looks for, anywhere in a line.
+NBGRADER_WORDS = ("BEGIN SOLUTION", "END SOLUTION")
+SCHEMA_VERSION = 3
+_EXPORT = re.compile(r"^\s*#\|\s*export[is]?\b", re.M)
 
 
 def check_markers(lines: list[str], where) -> None:
-    """Raise if BEGIN/END markers in ``lines`` are unbalanced or nested.
+    """Raise if BEGIN/END markers in ``lines`` are unbalanced or nested, or if a line that
+    is not a marker mentions one (nbgrader would take it for a marker).
 
     ``where(i)`` turns a 0-based index into a location for messages.
     """
@@ -52,6 +64,9 @@ def check_markers(lines: list[str], where) -> None:
             if open_at is None:
                 raise TitoError(f"{where(i)}: '{END}' without a matching '{BEGIN}'")
             open_at = None
+        elif any(w in line for w in NBGRADER_WORDS):
+            raise TitoError(f"{where(i)}: this line mentions a solution marker but is not one; "
+                            f"nbgrader would take it for one: reword it\n    {s}")
     if open_at is not None:
         raise TitoError(f"{where(open_at)}: '{BEGIN}' is never closed by '{END}'")
 
@@ -75,28 +90,70 @@ def strip_solutions(source: str, markdown: bool = False) -> tuple[str, int]:
     return "\n".join(out), n
 
 
-def _first_def(source: str) -> str | None:
+def _top_level_defs(source: str) -> list[str]:
+    """Names of the functions and classes defined at the top level of ``source``."""
     try:
         tree = ast.parse(source)
     except SyntaxError:
-        return None
-    for node in tree.body:
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            return node.name
-    return None
+        return []
+    return [node.name for node in tree.body
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))]
 
 
-def student_notebook(module):
-    """The student version of ``module``'s notebook (nbformat node)."""
-    from tito.notebook import cell_start_lines, read_py
+def has_solution(cell) -> bool:
+    """True if ``cell`` holds a ``### BEGIN SOLUTION`` line."""
+    return any(line.strip().startswith(BEGIN) for line in cell.source.split("\n"))
 
-    src = module.require_notebook()
+
+def is_exported(cell) -> bool:
+    """True for a code cell with an ``#| export`` / ``exporti`` / ``exports`` directive."""
+    return cell.cell_type == "code" and bool(_EXPORT.search(cell.source))
+
+
+def cell_tests(cell) -> list[str]:
+    """The ``test_*`` functions a notebook test cell defines ([] if it is not a test cell).
+
+    A test cell is a code cell, without solution region and not exported, that defines
+    a top-level function whose name starts with ``test_``. A cell that merely contains
+    ``assert`` (setup helpers, analyses) is not one.
+    """
+    if cell.cell_type != "code" or has_solution(cell) or is_exported(cell):
+        return []
+    return [n for n in _top_level_defs(cell.source) if n.startswith("test_")]
+
+
+def _locator(module, src: Path, nb):
+    """``where(cell_index, line_index)`` -> ``path:line`` of the ``.py`` (or cell/line)."""
+    from tito.notebook import cell_start_lines
+
     rel = module.project.rel(src)
-    text_lines = src.read_text(encoding="utf-8").splitlines()
-    check_markers(text_lines, lambda i: f"{rel}:{i + 1}")
-
-    nb = copy.deepcopy(read_py(src))
     starts = cell_start_lines(src, len(nb.cells))
+
+    def where(idx: int, i: int) -> str:
+        if starts is not None:
+            return f"{rel}:{starts[idx] + i}"
+        return f"{rel} cell {idx} line {i + 1}"
+
+    return where
+
+
+def stamp_nbgrader(module, nb, src: Path) -> None:
+    """Set every cell's nbgrader metadata in ``nb`` (read from ``src``) in place.
+
+    Checks the solution markers first (TitoError naming the ``.py`` line). Points come
+    from ``tito.grading.notebook_test_points`` (module.yaml ``notebook_tests`` + the
+    checkpoint's POINTS), which also checks that mapping against the notebook.
+    """
+    from tito.grading import notebook_test_points
+
+    text_lines = src.read_text(encoding="utf-8").splitlines()
+    check_markers(text_lines, lambda i: f"{module.project.rel(src)}:{i + 1}")
+    where = _locator(module, src, nb)
+    for idx, cell in enumerate(nb.cells):
+        check_markers(cell.source.split("\n"), lambda i, idx=idx: where(idx, i))
+
+    tests = [name for cell in nb.cells for name in cell_tests(cell)]
+    points = notebook_test_points(module, tests)
     used: set[str] = set()
 
     def unique(gid: str) -> str:
@@ -106,32 +163,50 @@ def student_notebook(module):
         used.add(gid)
         return gid
 
-    for idx, cell in enumerate(nb.cells):
-        def where(i, idx=idx):
-            if starts is not None:
-                return f"{rel}:{starts[idx] + i}"
-            return f"{rel} cell {idx} line {i + 1}"
-
-        check_markers(cell.source.split("\n"), where)
-        original = cell.source
-        new_source, n = strip_solutions(original, markdown=cell.cell_type == "markdown")
-        meta = dict(cell.metadata.get("nbgrader") or {})
-        is_test = cell.cell_type == "code" and (bool(meta.get("grade")) or bool(_ASSERT.search(original)))
-        if n:
-            cell.source = new_source
-            meta.update(solution=True, grade=False, locked=False)
-            meta.pop("points", None)
-        elif is_test:
-            meta.update(grade=True, solution=False, locked=True, points=meta.get("points", 1))
-        elif not meta:
+    for cell in nb.cells:
+        old = cell.metadata.pop("nbgrader", None) or {}
+        names = cell_tests(cell)
+        if has_solution(cell):
+            meta = {"solution": True, "locked": False, "grade": cell.cell_type == "markdown"}
+            if meta["grade"]:
+                meta["points"] = 0
+        elif names:
+            worth = sum(points[n] for n in names)
+            meta = {"solution": False, "locked": True, "grade": worth > 0}
+            if worth > 0:
+                meta["points"] = worth
+        elif cell.cell_type == "code":
+            meta = {"solution": False, "locked": True, "grade": False}
+        else:
             continue
-        gid = meta.get("grade_id") or _first_def(original) or f"cell-{cell['id']}"
+        defs = _top_level_defs(cell.source) if cell.cell_type == "code" else []
+        gid = old.get("grade_id") or (names or defs or [f"cell-{cell['id']}"])[0]
         meta["grade_id"] = unique(str(gid))
-        meta["schema_version"] = 3
-        order = ["solution", "grade", "locked", "points", "grade_id", "schema_version"]
-        cell.metadata["nbgrader"] = {k: meta[k] for k in sorted(meta, key=lambda k: (
-            order.index(k) if k in order else len(order), k))}
+        meta["schema_version"] = SCHEMA_VERSION
+        cell.metadata["nbgrader"] = dict(sorted(meta.items()))
+
+
+def student_notebook(module, notebook: Path | None = None):
+    """The student version of ``module``'s notebook (or of ``notebook``), as an nbformat node.
+
+    nbgrader metadata is stamped first (``stamp_nbgrader``), then every solution region
+    is replaced by the stub. The source file is only read.
+    """
+    from tito.notebook import read_py
+
+    src = Path(notebook) if notebook else module.require_notebook()
+    nb = copy.deepcopy(read_py(src))
+    stamp_nbgrader(module, nb, src)
+    for cell in nb.cells:
+        cell.source, _ = strip_solutions(cell.source, markdown=cell.cell_type == "markdown")
     return nb
+
+
+def count_cells(nb) -> tuple[int, int]:
+    """(solution cells, graded test cells) of a stamped notebook."""
+    metas = [c.metadata.get("nbgrader", {}) for c in nb.cells]
+    return sum(bool(m.get("solution")) for m in metas), sum(
+        bool(m.get("grade")) and not m.get("solution") for m in metas)
 
 
 def release_command(module, out: str | None = None, force: bool = False) -> int:
@@ -149,8 +224,7 @@ def release_command(module, out: str | None = None, force: bool = False) -> int:
                         + " (use --force)")
     write_py(nb, py_dest)
     write_ipynb(nb, ipynb_dest)
-    sols = sum(1 for c in nb.cells if c.metadata.get("nbgrader", {}).get("solution"))
-    tests = sum(1 for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade"))
+    sols, tests = count_cells(nb)
     print(f"released {module.dirname}: {sols} solution cell(s), {tests} graded test cell(s)")
     print(f"wrote {project.rel(py_dest)}")
     print(f"wrote {project.rel(ipynb_dest)}")

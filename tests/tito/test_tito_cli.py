@@ -1,7 +1,7 @@
 """The command surface: help, exit codes, module lookup."""
 import pytest
 
-COMMANDS = ["export", "notebook", "test", "checkpoint", "release", "grade", "demo", "doctor"]
+COMMANDS = ["export", "notebook", "test", "checkpoint", "release", "grade", "demo", "doctor", "module", "nbgrader"]
 
 
 def test_help_exits_zero(tito):
@@ -11,8 +11,11 @@ def test_help_exits_zero(tito):
         assert cmd in r.stdout
 
 
-@pytest.mark.parametrize("argv", [[c, "--help"] for c in COMMANDS] + [["checkpoint", "run", "--help"],
-                                                                        ["checkpoint", "status", "--help"]])
+SUBCOMMANDS = [["checkpoint", "run"], ["checkpoint", "status"], ["module", "start"], ["module", "complete"],
+               ["module", "status"], ["module", "reset"], ["nbgrader", "generate"]]
+
+
+@pytest.mark.parametrize("argv", [[c, "--help"] for c in COMMANDS] + [[*s, "--help"] for s in SUBCOMMANDS])
 def test_every_command_has_help(tito, argv):
     r = tito(*argv)
     assert r.returncode == 0, r.stderr

@@ -13,14 +13,21 @@ def test_tito_test_passes_on_solution(tito, project):
 
 
 def test_tito_test_reports_failing_cell(tito, project):
+    """The failure is shown as lines of the .py the student edits, not kernel internals."""
     assert tito("release", "99").returncode == 0
     shutil.copy(project / "student/99_demo/demo_dev.py", project / NB)
+    lines = (project / NB).read_text().split("\n")
+    test_line = lines.index("assert np.allclose(scale([1, 2], 3), [3, 6])") + 1
+    stub_line = lines.index("    raise NotImplementedError()") + 1
     r = tito("test", "99", "--notebook-only")
     assert r.returncode == 1
-    assert "notebook FAILED in cell 5" in r.stdout
-    assert "assert np.allclose(scale([1, 2], 3), [3, 6])" in r.stdout  # first source lines
-    assert "NotImplementedError" in r.stdout.split("traceback (last lines):")[1]
-    assert "\x1b[" not in r.stdout
+    out = r.stdout
+    assert f"notebook FAILED at {NB}:{test_line}\n" in out
+    assert f"      {test_line} | assert np.allclose(scale([1, 2], 3), [3, 6])" in out
+    assert f"  called {NB}:{stub_line} in scale\n      {stub_line} | raise NotImplementedError()" in out
+    assert "NotImplementedError" in out.split(f"{NB}:{stub_line}")[1]
+    for internal in ("\x1b[", "ipykernel", "Cell In[", "interactiveshell", "TCP without encryption"):
+        assert internal not in out + r.stderr, internal
 
 
 def test_pytest_only_without_tests_dir_fails(tito, project):
