@@ -2,9 +2,10 @@
 
 A solution region is the code between `### BEGIN SOLUTION` and `### END SOLUTION` in the
 exported package (tito export copies the notebook's regions verbatim into it). A capability
-is one test of the graded checkpoint. This script runs the checkpoint in-process under a
-line tracer (sys.settrace, one recording per test) and maps every region to the
-capabilities that execute its statements.
+is one test of a graded checkpoint of module 18 (tests/checkpoints/checkpoint_18_*.py: the
+main one and any bonus one). This script runs the checkpoints in-process under a line tracer
+(sys.settrace, one recording per test) and maps every region to the capabilities that
+execute its statements; a capability of a bonus checkpoint is named file::test.
 
     python scripts/grading_map.py             # print the region -> capability table
     python scripts/grading_map.py --json      # the same as JSON (used by the CI test)
@@ -26,6 +27,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = REPO / "tinytorch" / "optimization" / "compression"
 CHECKPOINT = REPO / "tests" / "checkpoints" / "checkpoint_18_compression.py"
+# the graded checkpoint and any bonus checkpoint of the same module (e.g. a going-further notebook's)
+CHECKPOINTS = sorted((REPO / "tests" / "checkpoints").glob("checkpoint_18_*.py"))
 DOC = REPO / "docs" / "grading.md"
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
 TABLE_START, TABLE_END = "<!-- region-table:start -->", "<!-- region-table:end -->"
@@ -102,8 +105,9 @@ def find_regions(package: Path = PACKAGE) -> list:
 class LineRecorder:
     """pytest plugin: records, per test, the (file, line) pairs executed in `files`."""
 
-    def __init__(self, files):
+    def __init__(self, files, checkpoints):
         self.files = {os.path.abspath(f) for f in files}
+        self.checkpoints = checkpoints
         self.lines_by_test, self.outcome_by_test = {}, {}
         self._wanted = {}  # code object -> traced? (cached: the check runs on every call)
 
@@ -129,35 +133,48 @@ class LineRecorder:
         return trace
 
     def pytest_runtest_call(self, item):
-        lines = self.lines_by_test.setdefault(item.name, set())
+        lines = self.lines_by_test.setdefault(capability_name(item.nodeid, self.checkpoints), set())
         sys.settrace(self._tracer(lines))
 
     def pytest_runtest_teardown(self, item):
         sys.settrace(None)
 
     def pytest_runtest_logreport(self, report):
-        name = report.nodeid.split("::")[-1]
+        name = capability_name(report.nodeid, self.checkpoints)
         if report.when == "call" or report.failed:
             self.outcome_by_test[name] = "failed" if report.failed else report.outcome
 
 
-def trace_checkpoint(checkpoint: Path = CHECKPOINT, regions: list = ()) -> LineRecorder:
-    """Run the checkpoint in this process with a LineRecorder over the regions' files."""
+def capability_name(nodeid: str, checkpoints) -> str:
+    """The test name; prefixed by its checkpoint's file stem when there are several."""
+    path, _, test = nodeid.rpartition("::")
+    main = Path(path).name == CHECKPOINT.name or len(checkpoints) == 1
+    return test if main else f"{Path(path).stem}::{test}"
+
+
+def trace_checkpoints(checkpoints=None, regions: list = ()) -> LineRecorder:
+    """Run the checkpoints in this process with a LineRecorder over the regions' files.
+    The package is imported from REPO (the one whose regions were found), not from elsewhere."""
     import pytest
 
-    recorder = LineRecorder({str(r.path) for r in regions})
+    checkpoints = [Path(c) for c in (checkpoints or CHECKPOINTS)]
+    sys.path.insert(0, str(REPO))
+    recorder = LineRecorder({str(r.path) for r in regions}, checkpoints)
     with contextlib.redirect_stdout(sys.stderr):  # stdout is for the table or the JSON
-        code = pytest.main([str(checkpoint), "-q", "-p", "no:cacheprovider", "--no-header", "-o", "addopts="],
+        code = pytest.main([*map(str, checkpoints), "-q", "-p", "no:cacheprovider", "--no-header", "-o", "addopts="],
                            plugins=[recorder])
     if code not in (0, 1):
-        raise RuntimeError(f"pytest could not run {checkpoint} (exit code {code})")
+        raise RuntimeError(f"pytest could not run {[str(c) for c in checkpoints]} (exit code {code})")
+    imported = Path(sys.modules["tinytorch"].__file__).resolve()
+    if REPO.resolve() not in imported.parents:
+        raise RuntimeError(f"the checkpoints imported tinytorch from {imported}, not from {REPO}")
     return recorder
 
 
-def build_map(package: Path = PACKAGE, checkpoint: Path = CHECKPOINT) -> tuple:
-    """(regions with .capabilities and .missed filled in, {test: outcome})."""
+def build_map(package: Path = PACKAGE, checkpoints=None) -> tuple:
+    """(regions with .capabilities and .missed filled in, {capability: outcome})."""
     regions = find_regions(package)
-    recorder = trace_checkpoint(checkpoint, regions)
+    recorder = trace_checkpoints(checkpoints, regions)
     for region in regions:
         key = os.path.abspath(region.path)
         hit = set()
@@ -172,13 +189,18 @@ def build_map(package: Path = PACKAGE, checkpoint: Path = CHECKPOINT) -> tuple:
     return regions, recorder.outcome_by_test
 
 
-def points(checkpoint: Path = CHECKPOINT) -> dict:
-    """The checkpoint's POINTS dict, read without importing it."""
-    tree = ast.parse(checkpoint.read_text())
-    for node in tree.body:
-        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "POINTS" for t in node.targets):
-            return ast.literal_eval(node.value)
-    raise ValueError(f"{checkpoint} has no POINTS dict")
+def points(checkpoints=None) -> dict:
+    """{capability: points} from the checkpoints' POINTS dicts, read without importing them
+    (a test missing from POINTS is absent here)."""
+    checkpoints = [Path(c) for c in (checkpoints or CHECKPOINTS)]
+    found = {}
+    for checkpoint in checkpoints:
+        tree = ast.parse(checkpoint.read_text())
+        for node in tree.body:
+            if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "POINTS" for t in node.targets):
+                for test, value in ast.literal_eval(node.value).items():
+                    found[capability_name(f"{checkpoint}::{test}", checkpoints)] = value
+    return found
 
 
 def render_table(regions: list, package: Path = PACKAGE) -> str:
@@ -213,7 +235,8 @@ def doc_table(doc: Path = DOC) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--package", type=Path, default=PACKAGE)
-    parser.add_argument("--checkpoint", type=Path, default=CHECKPOINT)
+    parser.add_argument("--checkpoint", type=Path, action="append",
+                        help="a checkpoint file (repeatable; default: tests/checkpoints/checkpoint_18_*.py)")
     parser.add_argument("--json", action="store_true", help="print the map as JSON")
     parser.add_argument("--write", action="store_true", help=f"rewrite the table in {DOC.relative_to(REPO)}")
     args = parser.parse_args(argv)
