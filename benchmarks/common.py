@@ -28,13 +28,14 @@ from tinytorch.core import median_time  # noqa: E402
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = REPO_ROOT / "docs" / "results"
 # Order of the experiments in the summary (and in run_all).
-EXPERIMENTS = ("pruning", "structured", "size", "kernels", "distillation")
+EXPERIMENTS = ("pruning", "structured", "size", "kernels", "distillation", "block_sparse")
 TITLES = {
     "pruning": "Accuracy vs sparsity (unstructured pruning)",
     "structured": "Structured pruning: accuracy, MACs and latency",
     "size": "Model size: dense vs CSR vs CSR + int8",
     "kernels": "Sparse kernels: CSR vs dense vs scipy.sparse",
     "distillation": "Knowledge distillation",
+    "block_sparse": "Fast sparsity: block and 2:4 patterns, BSR kernels, prune-then-distill",
 }
 
 

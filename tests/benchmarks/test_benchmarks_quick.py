@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-EXPERIMENTS = ("pruning", "structured", "size", "kernels", "distillation")
+EXPERIMENTS = ("pruning", "structured", "size", "kernels", "distillation", "block_sparse")
 TOP_KEYS = {"experiment", "title", "quick", "date", "seconds", "command", "machine", "load_average",
             "config", "results", "headline", "targets", "notes", "figure"}
 
@@ -109,3 +109,22 @@ def test_distillation_values(quick_results):
     assert len(r["seeds"]) >= 2
     for row in r["runs"]:
         assert _is_fraction(row["accuracy"])
+
+
+def test_block_sparse_values(quick_results):
+    r = quick_results[1]["block_sparse"]["results"]
+    for row in r["layer"]:
+        assert row["max_abs_error"] < 1e-2, "dense, BSR and CSR compute the same W @ X"
+        assert all(ms > 0 for ms in row["ms"].values()) and set(row["ms"]) == set(row["ms_default"])
+    patterns = {row["pattern"] for row in r["layer"]}
+    assert "2:4" in patterns and any("blocks" in p for p in patterns)
+    for row in r["accuracy"]:
+        assert _is_fraction(row["accuracy"]) and _is_fraction(row["accuracy_pruned"])
+        assert abs(row["sparsity"] - row["target_sparsity"]) < 0.05, "pruned to (about) the requested sparsity"
+    methods = {row["method"] for row in r["accuracy"]}
+    assert {"unstructured", "4x4 blocks"} <= methods and any(":" in m for m in methods)
+    recovery = r["prune_then_distill"]
+    assert {row["recovery"] for row in recovery["rows"]} == {"labels only", "distilled"}
+    for row in recovery["rows"]:
+        assert _is_fraction(row["accuracy"]) and row["speedup"] > 0
+        assert row["channels"] == recovery["rows"][0]["channels"], "both recoveries train the same pruned shape"
