@@ -31,6 +31,7 @@ CHECKPOINT = REPO / "tests" / "checkpoints" / "checkpoint_18_compression.py"
 CHECKPOINTS = sorted((REPO / "tests" / "checkpoints").glob("checkpoint_18_*.py"))
 DOC = REPO / "docs" / "grading.md"
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
+CELL_HEADER = re.compile(r"^# %% (\S+\.py) #")   # nbdev's marker above every exported cell
 TABLE_START, TABLE_END = "<!-- region-table:start -->", "<!-- region-table:end -->"
 
 
@@ -43,6 +44,7 @@ class Region:
     begin: int
     end: int
     statements: list
+    notebook: str = ""       # the notebook the region is exported from (its `# %% <notebook> #cell` header)
     name: str = ""           # "csr.py::CSRMatrix.from_dense" (+ "#2" for a second region in one def)
     capabilities: list = field(default_factory=list)
     missed: list = field(default_factory=list)
@@ -76,10 +78,13 @@ def find_regions(package: Path = PACKAGE) -> list:
         tree = ast.parse(source)
         functions = _functions(tree)
         statement_lines = sorted({node.lineno for node in ast.walk(tree) if isinstance(node, ast.stmt)})
-        begin = None
+        begin, notebook = None, ""
         for number, text in enumerate(lines, start=1):
             marker = text.strip()
-            if marker == BEGIN:
+            header = CELL_HEADER.match(text)
+            if header:
+                notebook = Path(header.group(1)).name
+            elif marker == BEGIN:
                 if begin is not None:
                     raise ValueError(f"{path}:{number}: {BEGIN} inside the region opened at line {begin}")
                 begin = number
@@ -90,7 +95,7 @@ def find_regions(package: Path = PACKAGE) -> list:
                 first = inside[0] if inside else begin
                 enclosing = [f for f in functions if f[1] < begin and first <= f[2]]
                 function = max(enclosing, key=lambda f: f[1])[0] if enclosing else "<module>"
-                regions.append(Region(path, function, begin, number, inside))
+                regions.append(Region(path, function, begin, number, inside, notebook))
                 begin = None
         if begin is not None:
             raise ValueError(f"{path}:{begin}: {BEGIN} is never closed")
@@ -203,14 +208,14 @@ def points(checkpoints=None) -> dict:
     return found
 
 
-def render_table(regions: list, package: Path = PACKAGE) -> str:
+def render_table(regions: list) -> str:
     """Markdown: one row per region, its statement count and the capabilities that run it."""
-    rows = ["| region | statements | graded capabilities that run it |", "| --- | --- | --- |"]
+    rows = ["| notebook | region | statements | graded capabilities that run it |", "| --- | --- | --- | --- |"]
     for region in regions:
         names = ", ".join(f"`{c}`" for c in region.capabilities) or "**none**"
         if region.missed:
             names += f" (statements at lines {region.missed} not run)"
-        rows.append(f"| `{region.name}` | {len(region.statements)} | {names} |")
+        rows.append(f"| {region.notebook} | `{region.name}` | {len(region.statements)} | {names} |")
     return "\n".join(rows)
 
 
@@ -232,6 +237,11 @@ def doc_table(doc: Path = DOC) -> str:
     return match.group(1) if match else ""
 
 
+def table_regions(table: str) -> list:
+    """The region names of a rendered table, in order."""
+    return re.findall(r"^\|[^|]*\| `([^`]+)` \|", table, flags=re.M)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--package", type=Path, default=PACKAGE)
@@ -241,10 +251,11 @@ def main(argv=None) -> int:
     parser.add_argument("--write", action="store_true", help=f"rewrite the table in {DOC.relative_to(REPO)}")
     args = parser.parse_args(argv)
     regions, outcomes = build_map(args.package, args.checkpoint)
-    table = render_table(regions, args.package)
+    table = render_table(regions)
     if args.json:
         print(json.dumps({"outcomes": outcomes, "points": points(args.checkpoint), "table": table, "regions": [
-            {"name": r.name, "path": str(r.path), "begin": r.begin, "end": r.end, "statements": r.statements,
+            {"name": r.name, "notebook": r.notebook, "path": str(r.path), "begin": r.begin, "end": r.end,
+             "statements": r.statements,
              "capabilities": r.capabilities, "missed": r.missed} for r in regions]}))
     else:
         print(table)
