@@ -228,9 +228,13 @@ def run(quick: bool, out) -> dict:
         for target_sparsity in sorted({r["target_sparsity"] for r in accuracy_rows if r["model"] == model}):
             pts = {r["method"]: r for r in accuracy_rows if r["model"] == model
                    and r["target_sparsity"] == target_sparsity}
+            first = next(iter(pts.values()))
+            dense_layers = f"; layers left dense for all: {', '.join(first['dense_layers'])}" \
+                if first["dense_layers"] else ""
             headlines.append(common.headline(
-                f"{model.upper()} at {target_sparsity:.1%} after {cfg['fine_tune_epochs']} fine-tuning epoch(s) "
-                f"(dense {common.pct(next(iter(pts.values()))['dense_accuracy'])})",
+                f"{model.upper()}, {target_sparsity:.1%} of each pruned layer ({common.pct(first['sparsity'], 1)} "
+                f"of all weights{dense_layers}), {cfg['fine_tune_epochs']} fine-tuning epochs "
+                f"(dense {common.pct(first['dense_accuracy'])})",
                 ", ".join(f"{method} {common.pct(r['accuracy'])}" for method, r in pts.items())))
 
     rows = recovery["rows"]

@@ -203,6 +203,15 @@ def test_to_block_sparse_equivalence():
     with no_grad():
         want, got = model(x).data, fast(x).data
     assert np.abs(got - want).max() <= 1e-4 * np.abs(want).max(), "the converted model must compute the same outputs"
+    tt.manual_seed(0)
+    mlp = Sequential(Linear(8, 8), ReLU(), Linear(8, 4))
+    C.BlockPruner({"0": 0.5}, blocksize=4).prune(mlp)
+    fast = C.to_block_sparse(mlp)
+    assert isinstance(fast[0], C.BlockSparseLinear), "a 4x4-block-pruned Linear must become a BlockSparseLinear"
+    x = np.random.default_rng(4).standard_normal((5, 8)).astype(np.float32)
+    with no_grad():
+        assert np.allclose(fast(Tensor(x)).data, mlp(Tensor(x)).data, atol=1e-5), \
+            "BlockSparseLinear must compute x @ W.T + b"
 
 
 # -------------------------------------------------------------------- 4 prune, then distill
