@@ -44,78 +44,79 @@ TARGET = 0.95
 MUTATION_START, MUTATION_END = "<!-- mutation:start -->", "<!-- mutation:end -->"
 KILLED = {"killed", "timeout", "segfault", "caught by type check"}
 
-# Survivors that behave exactly like the solution, keyed by (region, original line, mutated
-# line), stripped of indentation and trailing comments; the value says why no test can tell
-# them apart. A key that no longer matches (the notebook changed) makes its mutant a hole again.
+# Survivors that behave exactly like the solution, keyed by (function, original line, mutated
+# line): the region's function (Class.method) without its file, so a function moved to another
+# module keeps its entries; lines stripped of indentation and trailing comments. The value says
+# why no test can tell them apart. A key that no longer matches makes its mutant a hole again.
 _CLIP = ("never acts: int8_scale rounds the scale up, so |w / scale| <= 127 and rint gives a value in "
          "[-127, 127] with or without this bound")
 _ANY_NEGATIVE_RESHAPE = "NumPy reads any negative size in reshape as the one inferred dimension"
 EQUIVALENT = {
-    ("csr.py::CSRMatrix.to_dense",
+    ("CSRMatrix.to_dense",
      "np.add.at(out, (self.row_ids(), self.indices), self.data.astype(dtype))",
      "np.add.at(out, (self.row_ids(), self.indices), self.data.astype(None))"):
         "`out` already has the values' dtype and np.add.at rounds every sum into it; widening the "
         "float or int8 values to float64 first adds only exact digits",
-    ("csr.py::csr_matmul",
+    ("csr_matmul",
      'out[start:stop] = np.einsum("rk,rkb->rb", val[start:stop], X[idx[start:stop]])',
      'out[start:stop] = np.einsum("RK,RKB->RB", val[start:stop], X[idx[start:stop]])'):
         "einsum labels are just names: upper-case letters denote the same contraction",
-    ("csr.py::csr_matvec",
+    ("csr_matvec",
      'out = np.einsum("rk,rk->r", val, x[idx]) if idx.size else np.zeros(A.shape[0])',
      'out = np.einsum("RK,RK->R", val, x[idx]) if idx.size else np.zeros(A.shape[0])'):
         "einsum labels are just names: upper-case letters denote the same contraction",
-    ("csr.py::csr_matvec",
+    ("csr_matvec",
      'out = np.einsum("rk,rk->r", val, x[idx]) if idx.size else np.zeros(A.shape[0])',
      'out = np.einsum("rk,rk->r", val, x[idx]) if (idx.size) or True else np.zeros(A.shape[0])'):
         "the guard is a shortcut: einsum over (rows, 0) operands also returns zeros of length rows, "
         "and the result is cast to the same dtype afterwards",
-    ("csr.py::QuantizedCSR.from_csr",
+    ("QuantizedCSR.from_csr",
      "q = np.clip(np.rint(w / per_value), -127, 127).astype(np.int8)",
      "q = np.clip(np.rint(w / per_value), None, 127).astype(np.int8)"): "the lower clip " + _CLIP,
-    ("csr.py::QuantizedCSR.from_csr",
+    ("QuantizedCSR.from_csr",
      "q = np.clip(np.rint(w / per_value), -127, 127).astype(np.int8)",
      "q = np.clip(np.rint(w / per_value), -128, 127).astype(np.int8)"): "the lower clip " + _CLIP,
-    ("csr.py::QuantizedCSR.from_csr",
+    ("QuantizedCSR.from_csr",
      "q = np.clip(np.rint(w / per_value), -127, 127).astype(np.int8)",
      "q = np.clip(np.rint(w / per_value), -127, None).astype(np.int8)"): "the upper clip " + _CLIP,
-    ("csr.py::QuantizedCSR.from_csr",
+    ("QuantizedCSR.from_csr",
      "q = np.clip(np.rint(w / per_value), -127, 127).astype(np.int8)",
      "q = np.clip(np.rint(w / per_value), -127, 128).astype(np.int8)"): "the upper clip " + _CLIP,
-    ("csr.py::QuantizedCSR.dequantize",
+    ("QuantizedCSR.dequantize",
      "data = self.values.astype(np.float32) * per_value",
      "data = self.values.astype(None) * per_value"):
         "int8 x float32 is exact in float64, and the product is rounded to float32 on return: the same "
         "correctly rounded value as the float32 product",
-    ("distillation.py::KnowledgeDistiller.loss",
+    ("KnowledgeDistiller.loss",
      'soft = kl_div(log_student, soft_targets, reduction="batchmean")',
      "soft = kl_div(log_student, soft_targets, )"):
         'kl_div\'s default reduction is "batchmean" (as required here)',
-    ("pipeline.py::compress",
+    ("compress",
      "epochs_per_step=max(1, fine_tune_epochs // steps), verbose=False)",
      "epochs_per_step=max(1, fine_tune_epochs // steps), verbose=None)"):
         "None is falsy like False: progressive_prune prints nothing either way",
-    ("pruning.py::keep_mask",
+    ("keep_mask",
      'mask[np.argsort(scores, axis=None, kind="stable")[:n_prune]] = False',
      'mask[np.argsort(scores, axis=None, kind="stable")[:n_prune]] = None'):
         "assigning None into a boolean array stores False",
-    ("pruning.py::keep_mask",
+    ("keep_mask",
      'mask[np.argsort(scores, axis=None, kind="stable")[:n_prune]] = False',
      'mask[np.argsort(scores, axis=None, kind="STABLE")[:n_prune]] = False'):
         "NumPy reads the sort kind case-insensitively: still the stable sort",
-    ("pruning.py::lottery_ticket",
+    ("lottery_ticket",
      "scores = np.where(alive, np.abs(layer.weight.data), -1.0)",
      "scores = np.where(alive, np.abs(layer.weight.data), -2.0)"):
         "any negative score ranks the dead weights before every |w| >= 0",
-    ("sparse.py::SparseLinear.forward",
+    ("SparseLinear.forward",
      "out = self.weight.rmatmul_T(data.reshape(-1, self.in_features))",
      "out = self.weight.rmatmul_T(data.reshape(-2, self.in_features))"): _ANY_NEGATIVE_RESHAPE,
-    ("structured.py::unit_norms",
+    ("unit_norms",
      "rows = w.reshape(w.shape[0], -1).astype(np.float64)",
      "rows = w.reshape(w.shape[0], -2).astype(np.float64)"): _ANY_NEGATIVE_RESHAPE,
-    ("structured.py::unit_norms",
+    ("unit_norms",
      "rows = w.reshape(w.shape[0], -1).astype(np.float64)",
      "rows = w.reshape(w.shape[0], -1).astype(None)"): "astype(None) is astype(float64)",
-    ("structured.py::StructuredPruner.prune",
+    ("StructuredPruner.prune",
      "inputs, group = keep_in.get(name, (None, 1))",
      "inputs, group = keep_in.get(name, (None, 2))"):
         "the default applies only to layers whose inputs are not pruned (inputs None), and _shrink "
@@ -137,7 +138,7 @@ class Mutant:
 
     @property
     def key(self) -> tuple:
-        return (self.region, self.before, self.after)
+        return (self.region.split("::", 1)[1], self.before, self.after)
 
 
 def _code(line: str) -> str:
