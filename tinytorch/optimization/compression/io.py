@@ -3,16 +3,17 @@
 # %% auto #0
 __all__ = ['COMPRESSED_FORMAT', 'COMPRESSED_VERSION', 'save_compressed', 'compressed_file_size', 'load_compressed']
 
-# %% ../../../modules/18_compression/compression_dev.py #7b8b2827
+# %% ../../../modules/18_compression/compression_dev.py #a5bdfa11
 import io
 import json
 import os
 
 import numpy as np
 
-from ...core import Module, build_module, has_extra_state, module_spec, read_npz, write_npz_atomic
+from ...core import (Module, build_module, has_extra_state, module_spec, read_npz,
+                            write_npz_atomic)
 
-# %% ../../../modules/18_compression/compression_dev.py #11012bcc
+# %% ../../../modules/18_compression/compression_dev.py #be34957f
 COMPRESSED_FORMAT, COMPRESSED_VERSION = "tinytorch-compressed", 1
 
 
@@ -22,8 +23,9 @@ def _check_savable(model: Module) -> None:
     for name, module in model.named_modules():
         home = type(module).__module__
         if not (home == "tinytorch" or home.startswith("tinytorch.")):
-            raise ValueError(f"model layer {name or '(root)'!r} is a {type(module).__name__} defined in "
-                             f"{home!r}: only tinytorch layers can be rebuilt from a file")
+            raise ValueError(f"model layer {name or '(root)'!r} is a {type(module).__name__} "
+                             f"defined in {home!r}: only tinytorch layers can be rebuilt from "
+                             "a file")
 
 
 def _stateful_layers(model: Module) -> dict:
@@ -31,19 +33,17 @@ def _stateful_layers(model: Module) -> dict:
     The file code asks the layers for their state instead of knowing their classes."""
     return {name: m for name, m in model.named_modules() if has_extra_state(m)}
 
-
+# %% ../../../modules/18_compression/compression_dev.py #920eb4b5
 def _compressed_arrays(model: Module, metadata: dict = None) -> dict:
     """{archive key: array} for save_compressed, including the JSON `__spec__`."""
     if not isinstance(model, Module):
         raise ValueError(f"model must be a Module, got {type(model).__name__}")
     if metadata is not None and not isinstance(metadata, dict):
         raise ValueError(f"metadata must be a dict of JSON values, got {type(metadata).__name__}")
-    header = {"format": COMPRESSED_FORMAT, "version": COMPRESSED_VERSION, "model": module_spec(model),
-              "sparse": {}, "metadata": metadata or {}}
+    header = {"format": COMPRESSED_FORMAT, "version": COMPRESSED_VERSION,
+              "model": module_spec(model), "sparse": {}, "metadata": metadata or {}}
     arrays = {f"param:{name}": p.data.astype(np.float32) for name, p in model.named_parameters()}
-    # TODO: for every sparse layer (_stateful_layers): take its get_extra_state() dict, record
-    # header["sparse"][name] = {"kind": <its "kind">} and store each of its arrays under the
-    # key f"sparse:{name}:{field}" (e.g. "sparse:1:indptr").
+    # TODO: header["sparse"][name] = {"kind": ...}; arrays[f"sparse:{name}:{field}"] = array.
     ### BEGIN SOLUTION
     for name, layer in _stateful_layers(model).items():
         state = layer.get_extra_state()
@@ -54,19 +54,33 @@ def _compressed_arrays(model: Module, metadata: dict = None) -> dict:
     try:
         arrays["__spec__"] = np.array(json.dumps(header, allow_nan=False))
     except (TypeError, ValueError) as err:  # e.g. a NumPy array or NaN in the metadata
-        raise ValueError(f"metadata must hold only JSON values (dict, list, str, finite number, "
-                         f"bool, None): {err}") from None
+        raise ValueError(f"metadata must hold only JSON values (dict, list, str, finite "
+                         f"number, bool, None): {err}") from None
     return arrays
 
 
-def save_compressed(model: Module, path, metadata: dict = None) -> int:
-    """Write `model` (sparse layers at their stored dtypes) to the .npz file `path`; returns
-    the file size in bytes. `metadata` must be JSON-serializable.
+def _install_extra_states(path: str, layers: dict, header: dict, arrays: dict) -> None:
+    """set_extra_state of every layer of `layers` from the file's header and arrays (the
+    arrays used are popped from `arrays`); ValueError naming the file and the layer."""
+    # TODO: state = popped f"sparse:{name}:" arrays + "kind"; set_extra_state; name the file.
+    ### BEGIN SOLUTION
+    for name, layer in layers.items():
+        entry = header["sparse"][name]
+        prefix = f"sparse:{name}:"
+        state = {key[len(prefix):]: arrays.pop(key) for key in list(arrays)
+                 if key.startswith(prefix)}
+        state["kind"] = entry.get("kind") if isinstance(entry, dict) else None
+        try:
+            layer.set_extra_state(state)
+        except ValueError as err:
+            raise ValueError(f"{path}: sparse layer {name!r} is invalid: {err}") from None
+    ### END SOLUTION
 
-    Atomic (core `write_npz_atomic`): the file is written under a unique temporary name in
-    the same directory and moved into place; on any failure an existing file at `path` is left
-    byte-identical and no temporary file remains. A model whose layers are not all tinytorch
-    classes is refused (ValueError) before anything is written: it could never be loaded."""
+# %% ../../../modules/18_compression/compression_dev.py #2d56770a
+def save_compressed(model: Module, path, metadata: dict = None) -> int:
+    """Write `model` (sparse layers at their stored dtypes, JSON `metadata`) to the .npz
+    file `path` atomically; returns its size in bytes. On failure an existing file is left
+    byte-identical. Non-tinytorch layer classes are refused (ValueError) before writing."""
     arrays = _compressed_arrays(model, metadata)
     _check_savable(model)
     return write_npz_atomic(path, arrays)
@@ -86,14 +100,15 @@ def _read_compressed(path) -> tuple:
     path = os.fspath(path)
     spec = arrays.pop("__spec__", None)
     if spec is None or spec.dtype.kind != "U" or spec.ndim != 0:
-        raise ValueError(f"{path}: not a tinytorch compressed model file (no JSON __spec__ entry)")
+        raise ValueError(f"{path}: not a tinytorch compressed model file (no JSON __spec__)")
     try:
         header = json.loads(str(spec))
     except (json.JSONDecodeError, RecursionError) as err:
-        raise ValueError(f"{path}: the __spec__ entry is not valid JSON ({type(err).__name__})") from None
+        raise ValueError(f"{path}: the __spec__ entry is not valid JSON "
+                         f"({type(err).__name__})") from None
     if not isinstance(header, dict) or header.get("format") != COMPRESSED_FORMAT:
-        raise ValueError(f"{path}: not a tinytorch compressed model file (format "
-                         f"{header.get('format') if isinstance(header, dict) else type(header).__name__!r})")
+        found = header.get("format") if isinstance(header, dict) else type(header).__name__
+        raise ValueError(f"{path}: not a tinytorch compressed model file (format {found!r})")
     if header.get("version") != COMPRESSED_VERSION:
         raise ValueError(f"{path}: unsupported compressed file version {header.get('version')!r}")
     if not isinstance(header.get("sparse"), dict) or not isinstance(header.get("model"), dict):
@@ -107,12 +122,13 @@ def load_compressed(path) -> Module:
     architecture may not allocate much more than the file holds (see core `build_module`)."""
     header, arrays = _read_compressed(path)
     path = os.fspath(path)
-    budget = max(4 * sum(a.size for a in arrays.values()), 1 << 20)  # elements the model may allocate
+    budget = max(4 * sum(a.size for a in arrays.values()), 1 << 20)  # elements it may allocate
     try:
         model = build_module(header["model"], max_elements=budget)
     except ValueError as err:
         raise ValueError(f"{path}: cannot rebuild the architecture ({err})") from None
-    params = {key[len("param:"):]: arrays.pop(key) for key in list(arrays) if key.startswith("param:")}
+    params = {key[len("param:"):]: arrays.pop(key) for key in list(arrays)
+              if key.startswith("param:")}
     if any(np.asarray(v).dtype.kind != "f" for v in params.values()):
         raise ValueError(f"{path}: parameters must be float arrays")
     try:
@@ -123,21 +139,7 @@ def load_compressed(path) -> Module:
     if set(layers) != set(header["sparse"]):
         raise ValueError(f"{path}: the file describes sparse layers {sorted(header['sparse'])}, "
                          f"the architecture has {sorted(layers)}")
-    # TODO: for every sparse layer: rebuild its get_extra_state() dict from the file, i.e. the
-    # "kind" recorded in header["sparse"][name] plus every array whose key starts with
-    # f"sparse:{name}:" (pop them from `arrays`), and install it with set_extra_state. A
-    # ValueError from set_extra_state must be re-raised naming the file and the layer.
-    ### BEGIN SOLUTION
-    for name, layer in layers.items():
-        entry = header["sparse"][name]
-        prefix = f"sparse:{name}:"
-        state = {key[len(prefix):]: arrays.pop(key) for key in list(arrays) if key.startswith(prefix)}
-        state["kind"] = entry.get("kind") if isinstance(entry, dict) else None
-        try:
-            layer.set_extra_state(state)
-        except ValueError as err:
-            raise ValueError(f"{path}: sparse layer {name!r} is invalid: {err}") from None
-    ### END SOLUTION
+    _install_extra_states(path, layers, header, arrays)
     if arrays:
         raise ValueError(f"{path}: unexpected arrays {sorted(arrays)}")
     return model.eval()

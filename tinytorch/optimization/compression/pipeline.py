@@ -3,7 +3,7 @@
 # %% auto #0
 __all__ = ['CompressionReport', 'compress', 'model_summary']
 
-# %% ../../../modules/18_compression/compression_dev.py #34b55427
+# %% ../../../modules/18_compression/compression_dev.py #92dd68b6
 import copy
 import time
 from dataclasses import dataclass, field
@@ -14,20 +14,17 @@ from ...core import Module, evaluate, format_table, median_time, no_grad
 from .checks import check_fraction, check_int, check_loader
 from .io import compressed_file_size
 from .metrics import count_params, prunable_layers
-from .pruning import MagnitudePruner, fine_tune, progressive_prune
-from .sparse import model_nbytes_compressed, sparse_layers, to_sparse
+from .pruning import (MagnitudePruner, fine_tune,
+                                                        progressive_prune)
+from .sparse import (model_nbytes_compressed, sparse_layers,
+                                                       to_sparse)
 
-# %% ../../../modules/18_compression/compression_dev.py #e5f97df8
+# %% ../../../modules/18_compression/compression_dev.py #9d341859
 @dataclass
 class CompressionReport:
-    """What `compress` measured.
-
-    params: all parameters of the dense model; weights / nonzeros: nonzero Linear and Conv2d
-    weights before / after compression. Bytes: dense float32 (4 per parameter), compressed in memory
-    (model_nbytes_compressed) and on disk (compressed_file_size). Accuracies are None
-    without a test_loader, latencies (median seconds on one test batch) likewise.
-    `model` is the compressed model itself; `str(report)` is a table.
-    """
+    """What `compress` measured: parameters; nonzero Linear/Conv2d weights before and after;
+    bytes dense (4 per parameter), in memory and on disk; accuracies and latencies (median
+    seconds on one test batch; None without a test_loader); the compressed `model`."""
     sparsity: float
     params: int
     weights: int
@@ -55,35 +52,55 @@ class CompressionReport:
         return self.dense_bytes / self.disk_bytes
 
     def rows(self) -> list:
-        def ms(seconds):
-            return "" if seconds is None else f"{seconds * 1e3:.3f}"
-
-        def acc(accuracy):
-            return "" if accuracy is None else accuracy
+        def row(stage, nonzeros, size, ratio, accuracy, latency=None):
+            return {"stage": stage, "nonzero weights": nonzeros, "bytes": size, "ratio": ratio,
+                    "accuracy": "" if accuracy is None else accuracy,
+                    "latency ms": "" if latency is None else f"{latency * 1e3:.3f}"}
 
         kind = "int8 CSR" if self.quantized else "float32 CSR"
+        dense = self.dense_bytes
         return [
-            {"stage": "dense float32", "nonzero weights": self.weights, "bytes": self.dense_bytes,
-             "ratio": "1.0x", "accuracy": acc(self.accuracy_dense), "latency ms": ms(self.latency_dense)},
-            {"stage": f"pruned {self.sparsity:.0%}", "nonzero weights": self.nonzeros, "bytes": self.dense_bytes,
-             "ratio": "1.0x", "accuracy": acc(self.accuracy_pruned), "latency ms": ""},
-            {"stage": f"fine-tuned ({self.fine_tune_seconds:.1f} s)", "nonzero weights": self.nonzeros,
-             "bytes": self.dense_bytes, "ratio": "1.0x", "accuracy": acc(self.accuracy_fine_tuned),
-             "latency ms": ""},
-            {"stage": f"{kind}, in memory", "nonzero weights": self.nonzeros, "bytes": self.memory_bytes,
-             "ratio": f"{self.ratio:.1f}x", "accuracy": acc(self.accuracy_compressed),
-             "latency ms": ms(self.latency_sparse)},
-            {"stage": f"{kind}, .npz on disk", "nonzero weights": self.nonzeros, "bytes": self.disk_bytes,
-             "ratio": f"{self.disk_ratio:.1f}x", "accuracy": acc(self.accuracy_compressed), "latency ms": ""},
+            row("dense float32", self.weights, dense, "1.0x", self.accuracy_dense,
+                self.latency_dense),
+            row(f"pruned {self.sparsity:.0%}", self.nonzeros, dense, "1.0x",
+                self.accuracy_pruned),
+            row(f"fine-tuned ({self.fine_tune_seconds:.1f} s)", self.nonzeros, dense, "1.0x",
+                self.accuracy_fine_tuned),
+            row(f"{kind}, in memory", self.nonzeros, self.memory_bytes, f"{self.ratio:.1f}x",
+                self.accuracy_compressed, self.latency_sparse),
+            row(f"{kind}, .npz on disk", self.nonzeros, self.disk_bytes,
+                f"{self.disk_ratio:.1f}x", self.accuracy_compressed),
         ]
 
     def __str__(self) -> str:
         return format_table(self.rows())
 
+# %% ../../../modules/18_compression/compression_dev.py #77543c77
+def _prune_and_fine_tune(work: Module, train_loader, score, sparsity: float,
+                         fine_tune_epochs: int, steps: int, scope: str, lr: float) -> tuple:
+    """Prune `work` IN PLACE to `sparsity` and fine-tune it; returns (score of the one-shot
+    pruned model, seconds spent fine-tuning)."""
+    # TODO: score a one-shot pruned model; time fine_tune (one shot) or progressive_prune.
+    ### BEGIN SOLUTION
+    gradual = steps > 1 and fine_tune_epochs > 0
+    one_shot = copy.deepcopy(work) if gradual else work
+    masks = MagnitudePruner(sparsity, scope=scope).prune(one_shot)
+    accuracy_pruned = score(one_shot)                     # one-shot pruning, before fine-tuning
+    start = time.perf_counter()
+    if not gradual:
+        if fine_tune_epochs:
+            fine_tune(work, masks, train_loader, epochs=fine_tune_epochs, lr=lr)
+    else:                                       # gradual: prune a little, fine-tune, repeat
+        progressive_prune(work, sparsity, steps=steps, train_loader=train_loader, scope=scope,
+                          lr=lr, epochs_per_step=max(1, fine_tune_epochs // steps), verbose=False)
+    return accuracy_pruned, time.perf_counter() - start
+    ### END SOLUTION
 
+# %% ../../../modules/18_compression/compression_dev.py #cef22b48
 def compress(model: Module, train_loader=None, test_loader=None, sparsity: float = 0.9,
-             fine_tune_epochs: int = 30, steps: int = 10, scope: str = "global", quantize: bool = True,
-             per: str = "row", lr: float = 1e-3, latency_repeats: int = 7) -> CompressionReport:
+             fine_tune_epochs: int = 30, steps: int = 10, scope: str = "global",
+             quantize: bool = True, per: str = "row", lr: float = 1e-3,
+             latency_repeats: int = 7) -> CompressionReport:
     """Prune -> fine-tune -> int8 quantize -> CSR, on a deep copy of `model`.
 
     Args:
@@ -106,45 +123,28 @@ def compress(model: Module, train_loader=None, test_loader=None, sparsity: float
     work = copy.deepcopy(model)
     score = (lambda m: evaluate(m, test_loader)) if test_loader is not None else (lambda m: None)
     accuracy_dense = score(work)
-    # TODO: (1) one-shot: prune a deep copy to `sparsity` (MagnitudePruner, this scope) and
-    # score it -> accuracy_pruned; (2) time the fine-tuning -> fine_tune_seconds: with steps == 1
-    # or no epochs, fine-tune that one-shot copy (it becomes `work`), else progressive_prune
-    # `work` in `steps` steps of max(1, fine_tune_epochs // steps) epochs; (3) score `work` ->
-    # accuracy_fine_tuned; (4) `sparse` = to_sparse of `work` (eval mode) with every layer
-    # converted (min_sparsity=0), int8 if `quantize`, with scales `per`.
-    ### BEGIN SOLUTION
-    one_shot = copy.deepcopy(work)
-    masks = MagnitudePruner(sparsity, scope=scope).prune(one_shot)
-    accuracy_pruned = score(one_shot)                     # one-shot pruning, before fine-tuning
-    start = time.perf_counter()
-    if steps == 1 or fine_tune_epochs == 0:
-        work = one_shot
-        if fine_tune_epochs:
-            fine_tune(work, masks, train_loader, epochs=fine_tune_epochs, lr=lr)
-    else:                                                 # gradual: prune a little, fine-tune, repeat
-        progressive_prune(work, sparsity, steps=steps, train_loader=train_loader, scope=scope, lr=lr,
-                          epochs_per_step=max(1, fine_tune_epochs // steps), verbose=False)
-    fine_tune_seconds = time.perf_counter() - start
+    accuracy_pruned, seconds = _prune_and_fine_tune(work, train_loader, score, sparsity,
+                                                    fine_tune_epochs, steps, scope, lr)
     accuracy_fine_tuned = score(work)
     sparse = to_sparse(work.eval(), min_sparsity=0.0, quantize=quantize, per=per)
-    ### END SOLUTION
     latency_dense = latency_sparse = None
     if test_loader is not None:
         batch = next(iter(test_loader))[0]
         with no_grad():
             latency_dense = median_time(lambda: work(batch), repeats=latency_repeats)
             latency_sparse = median_time(lambda: sparse(batch), repeats=latency_repeats)
+    weights = sum(int(np.count_nonzero(m.weight.data)) for m in prunable_layers(model).values())
     return CompressionReport(
-        sparsity=sparsity, params=count_params(model),
-        weights=sum(int(np.count_nonzero(m.weight.data)) for m in prunable_layers(model).values()),
+        sparsity=sparsity, params=count_params(model), weights=weights,
         nonzeros=sum(layer.nnz for layer in sparse_layers(sparse).values()),
         dense_bytes=count_params(model) * 4, memory_bytes=model_nbytes_compressed(sparse),
         disk_bytes=compressed_file_size(sparse), accuracy_dense=accuracy_dense,
         accuracy_pruned=accuracy_pruned, accuracy_fine_tuned=accuracy_fine_tuned,
-        accuracy_compressed=score(sparse), latency_dense=latency_dense, latency_sparse=latency_sparse,
-        fine_tune_seconds=fine_tune_seconds, quantized=bool(quantize), model=sparse.eval())
+        accuracy_compressed=score(sparse), latency_dense=latency_dense,
+        latency_sparse=latency_sparse, fine_tune_seconds=seconds, quantized=bool(quantize),
+        model=sparse.eval())
 
-# %% ../../../modules/18_compression/compression_dev.py #43a686f0
+# %% ../../../modules/18_compression/compression_dev.py #abd4bc5c
 def model_summary(technique: str, model: Module, loader, repeats: int = 7) -> dict:
     """One row of a comparison table, measured now.
 
@@ -163,7 +163,8 @@ def model_summary(technique: str, model: Module, loader, repeats: int = 7) -> di
     with no_grad():
         latency = median_time(lambda: model(batch), repeats=repeats)
     return {"technique": technique,
-            "params": count_params(model) + sum(int(np.prod(m.weight_shape)) for m in layers.values()),
+            "params": count_params(model) + sum(int(np.prod(m.weight_shape))
+                                                for m in layers.values()),
             "nonzeros": count_params(model, nonzero=True) + sum(m.nnz for m in layers.values()),
             "bytes": model_nbytes_compressed(model), "accuracy": evaluate(model, loader),
             "latency ms": 1e3 * latency}
