@@ -174,8 +174,7 @@ def shorten(text: str, width: int) -> str:
     if len(first) <= width:
         return first
     cut = first[: width - 1]
-    if " " in cut:
-        cut = cut[: cut.rindex(" ")]
-    else:
-        cut = first.split(" ", 1)[0]
-    return cut.rstrip(" ,;:") + "…"
+    cut = cut[: cut.rindex(" ")] if " " in cut else first.split(" ", 1)[0]
+    if cut == first:  # one word: nothing to leave out
+        return first
+    return (cut.rstrip(" ,;:") or cut) + "…"
