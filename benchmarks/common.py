@@ -28,7 +28,7 @@ from tinytorch.core import median_time  # noqa: E402
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = REPO_ROOT / "docs" / "results"
 # Order of the experiments in the summary (and in run_all).
-EXPERIMENTS = ("pruning", "structured", "size", "kernels", "distillation", "block_sparse")
+EXPERIMENTS = ("pruning", "structured", "size", "kernels", "distillation", "block_sparse", "deep_compression")
 TITLES = {
     "pruning": "Accuracy vs sparsity (unstructured pruning)",
     "structured": "Structured pruning: accuracy, MACs and latency",
@@ -36,6 +36,7 @@ TITLES = {
     "kernels": "Sparse kernels: CSR vs dense vs scipy.sparse",
     "distillation": "Knowledge distillation",
     "block_sparse": "Fast sparsity: block and 2:4 patterns, BSR kernels, prune-then-distill",
+    "deep_compression": "Deep Compression: weight sharing and Huffman coding",
 }
 
 

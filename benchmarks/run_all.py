@@ -17,11 +17,12 @@ import argparse
 import os
 import sys
 
-from . import (bench_block_sparse, bench_distillation, bench_kernels, bench_pruning, bench_size,
-               bench_structured, common)
+from . import (bench_block_sparse, bench_deep_compression, bench_distillation, bench_kernels, bench_pruning,
+               bench_size, bench_structured, common)
 
 MODULES = {"pruning": bench_pruning, "structured": bench_structured, "size": bench_size,
-           "kernels": bench_kernels, "distillation": bench_distillation, "block_sparse": bench_block_sparse}
+           "kernels": bench_kernels, "distillation": bench_distillation, "block_sparse": bench_block_sparse,
+           "deep_compression": bench_deep_compression}
 assert tuple(MODULES) == common.EXPERIMENTS
 BLAS_THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 

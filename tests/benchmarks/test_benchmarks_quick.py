@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-EXPERIMENTS = ("pruning", "structured", "size", "kernels", "distillation", "block_sparse")
+EXPERIMENTS = ("pruning", "structured", "size", "kernels", "distillation", "block_sparse", "deep_compression")
 TOP_KEYS = {"experiment", "title", "quick", "date", "seconds", "command", "machine", "load_average",
             "config", "results", "headline", "targets", "notes", "figure"}
 
@@ -128,3 +128,20 @@ def test_block_sparse_values(quick_results):
     for row in recovery["rows"]:
         assert _is_fraction(row["accuracy"]) and row["speedup"] > 0
         assert row["channels"] == recovery["rows"][0]["channels"], "both recoveries train the same pruned shape"
+
+
+def test_deep_compression_values(quick_results):
+    r = quick_results[1]["deep_compression"]["results"]["models"]
+    for name in ("mlp", "cnn"):
+        m = r[name]
+        stages = m["pipeline"]["stages"]
+        assert [s["stage"] for s in stages][0] == "dense float32" and stages[0]["bytes"] == m["dense_bytes"]
+        coded = next(s for s in stages if s["stage"] == "Huffman-coded")
+        fixed = next(s for s in stages if s["stage"] == "centroids fine-tuned")
+        assert coded["bytes"] < fixed["bytes"] < m["dense_bytes"], "Huffman codes are shorter than fixed-width ones"
+        assert coded["ratio"] == m["dense_bytes"] / coded["bytes"] and _is_fraction(coded["accuracy"])
+        for run in m["pipeline"]["runs"]:
+            assert abs(run["accuracy_drop"] - (stages[0]["accuracy"] - run["stages"][5]["accuracy"])) < 1e-12
+        for row in m["sweep"]:
+            assert row["bytes"] <= row["fixed_bytes"] and row["bytes"] < row["file_bytes"] < m["dense_bytes"]
+            assert _is_fraction(row["accuracy"]) and _is_fraction(row["shared_accuracy"])
