@@ -479,6 +479,7 @@ def taylor_importance(model: Module, data, num_batches: int = 4, loss_fn=cross_e
     for inputs, labels in data:
         if seen == num_batches:
             break
+        seen += 1
         # TODO: clear the gradients, run the model on `inputs`, back-propagate loss_fn against
         # `labels`, and add |weight * weight.grad| of every layer to scores[name].
         ### BEGIN SOLUTION
@@ -487,7 +488,6 @@ def taylor_importance(model: Module, data, num_batches: int = 4, loss_fn=cross_e
         for name, layer in layers.items():
             scores[name] += np.abs(layer.weight.data * layer.weight.grad)
         ### END SOLUTION
-        seen += 1
     model.zero_grad()
     model.train(was_training)
     if seen == 0:
@@ -639,8 +639,9 @@ one_shot_90 = next(row for row in rows if row["sparsity"] == 0.9)   # for the cl
 # SGD with momentum and Adam keep running averages of past gradients, so a pruned weight
 # keeps moving even when its current gradient is zero. The fix belongs in the optimizer step.
 #
-# ### Exercise 2.4: `MaskedOptimizer.step`
-# `MaskedOptimizer(optimizer, model, masks)` wraps any optimizer. Write `step()`: (1) multiply
+# ### Exercise 2.4: `MaskedOptimizer`
+# `MaskedOptimizer(optimizer, model, masks)` wraps any optimizer; its `step()` (given) calls
+# `_masked_update()`, counts the step and calls `on_step`. Write `_masked_update()`: (1) multiply
 # the `.grad` of every masked layer's weight (`self.layers[name].weight`) by its mask (skip a
 # `None` grad), (2) call `self.optimizer.step()`, (3) re-apply the masks (`apply_masks`).
 # `fine_tune` (given) is module 07's `train_epoch` loop driven by a masked optimizer.
@@ -671,6 +672,13 @@ class MaskedOptimizer:
         self.optimizer.zero_grad()
 
     def step(self) -> None:
+        self._masked_update()
+        self.steps += 1
+        if self.on_step is not None:
+            self.on_step(self.steps)
+
+    def _masked_update(self) -> None:
+        """One optimizer step that leaves every pruned weight at exactly zero."""
         # TODO: (1) multiply the .grad of every masked layer's weight by its mask (skip a None
         # grad), (2) let self.optimizer step, (3) re-apply the masks to the model.
         ### BEGIN SOLUTION
@@ -681,9 +689,6 @@ class MaskedOptimizer:
         self.optimizer.step()
         apply_masks(self.model, self.masks)
         ### END SOLUTION
-        self.steps += 1
-        if self.on_step is not None:
-            self.on_step(self.steps)
 
 # %%
 #| export optimization.compression.pruning
@@ -769,12 +774,12 @@ for name, gap in fine_tune_gap.items():
 # fast at first, when many weights are redundant, and slowly near the target, with
 # fine-tuning between steps so the network can recover.
 #
-# ### Exercise 2.5: `PolynomialSchedule` and `progressive_prune`
+# ### Exercise 2.5: `PolynomialSchedule` and `_prune_step`
 # - `PolynomialSchedule(initial, final, steps, power=3)(t) -> float`: clip `t` to
 #   `[0, steps]`, then the formula above (with `power`). Iterating gives s_1 .. s_n (given).
-# - `progressive_prune(model, target_sparsity, steps, train_loader, ...)`, the loop body:
-#   prune `model` to this step's `sparsity` with `MagnitudePruner(sparsity, scope=scope)`,
-#   then `fine_tune` it for `epochs_per_step` epochs with the shared `optimizer`.
+# - `_prune_step(model, sparsity, scope, loader, epochs, optimizer)`, one step of
+#   `progressive_prune` (given): prune `model` to `sparsity` with `MagnitudePruner(sparsity,
+#   scope=scope)`, then `fine_tune` it for `epochs` epochs on `loader` with `optimizer`.
 #
 # Checked by `test_polynomial_schedule`.
 
@@ -805,6 +810,17 @@ class PolynomialSchedule:
         return iter([self(t) for t in range(1, self.steps + 1)])
 
 
+def _prune_step(model: Module, sparsity: float, scope: str, loader, epochs: int,
+                optimizer) -> None:
+    """Prune `model` in place to `sparsity` by |w|, then fine-tune it with the masks held."""
+    # TODO: a MagnitudePruner of the given scope, then fine_tune with `optimizer`.
+    ### BEGIN SOLUTION
+    masks = MagnitudePruner(sparsity, scope=scope).prune(model)
+    fine_tune(model, masks, loader, epochs=epochs, optimizer=optimizer)
+    ### END SOLUTION
+
+# %%
+#| export optimization.compression.pruning
 def progressive_prune(model: Module, target_sparsity: float = 0.9, steps: int = 5,
                       train_loader=None, epochs_per_step: int = 1, initial_sparsity: float = 0.0,
                       scope: str = "layer", lr: float = 1e-3, val_loader=None,
@@ -821,12 +837,7 @@ def progressive_prune(model: Module, target_sparsity: float = 0.9, steps: int = 
     optimizer = Adam(model.parameters(), lr=lr)  # one optimizer: the masks keep its state harmless
     history = []
     for step, sparsity in enumerate(schedule, start=1):
-        # TODO: prune `model` to this step's `sparsity` with a MagnitudePruner of the given
-        # scope, then fine_tune it for epochs_per_step epochs with `optimizer` and the masks.
-        ### BEGIN SOLUTION
-        masks = MagnitudePruner(sparsity, scope=scope).prune(model)
-        fine_tune(model, masks, train_loader, epochs=epochs_per_step, optimizer=optimizer)
-        ### END SOLUTION
+        _prune_step(model, sparsity, scope, train_loader, epochs_per_step, optimizer)
         row = {"step": step, "sparsity": measure_sparsity(model)}
         if val_loader is not None:
             row["accuracy"] = evaluate(model, val_loader)
@@ -968,23 +979,25 @@ test_prune_structured()
 # nothing) is left alone. The kept indices are chosen from the ORIGINAL weights:
 # `kept = {producer: prune_structured(...)}`; then the layers get smaller `Parameter`s.
 #
-# ### Exercise 3.2: `_shrink` and `_shrink_pairs`
-# - `_shrink(layer, keep_out=None, keep_in=None, group=1)`: keep rows `keep_out` of the
-#   weight (and those bias entries), then input units `keep_in`: a `Conv2d`'s input channels
+# ### Exercise 3.2: `_slice_weights` and `_shrink_pairs`
+# - `_slice_weights(layer, keep_out=None, keep_in=None, group=1) -> (w, b)`: the layer's
+#   weight and bias arrays (`b` is `None` without a bias) cut to output units `keep_out`
+#   (rows and bias entries), then to input units `keep_in`: a `Conv2d`'s input channels
 #   `w[:, keep_in]`; for a `Linear`, input unit i is the `group` columns `i*group ...
-#   i*group + group - 1`. `None` keeps all. Installing the new `Parameter`s is given.
+#   i*group + group - 1`. `None` keeps all. `_shrink` (given) installs them as `Parameter`s.
 # - `_shrink_pairs(layers, pairs, kept)`: `layers` is `{name: layer}`. Shrink each
 #   producer's outputs to `kept[producer]` and each consumer's inputs to the same units,
-#   with **one** `_shrink` per layer (a middle layer is both consumer and producer).
+#   with **one** `_shrink(layer, keep_out, keep_in, group)` per layer (a middle layer is both
+#   consumer and producer).
 #
 # HINTS: `(keep[:, None] * group + np.arange(group)).ravel()` lists a Linear's columns.
 # Checked by `test_structured_pruner`.
 
 # %% nbgrader={"grade": false, "grade_id": "shrink", "solution": true}
 #| export optimization.compression.structured
-def _shrink(layer: Module, keep_out=None, keep_in=None, group: int = 1) -> None:
-    """Give Linear/Conv2d `layer` smaller Parameters in place: output units `keep_out` (rows
-    and bias entries) and input units `keep_in` (a Linear's input unit = `group` columns)."""
+def _slice_weights(layer: Module, keep_out=None, keep_in=None, group: int = 1) -> tuple:
+    """(weight, bias or None) of Linear/Conv2d `layer` cut to output units `keep_out` and
+    input units `keep_in` (a Linear's input unit = `group` columns); None keeps all."""
     w = layer.weight.data
     b = None if layer.bias is None else layer.bias.data
     # TODO: keep rows `keep_out` of w (and entries of b); then keep input units `keep_in`.
@@ -998,14 +1011,8 @@ def _shrink(layer: Module, keep_out=None, keep_in=None, group: int = 1) -> None:
         else:
             columns = (np.asarray(keep_in)[:, None] * group + np.arange(group)).ravel()
             w = w[:, columns]
+    return w, b
     ### END SOLUTION
-    layer.weight = Parameter(np.ascontiguousarray(w))
-    if b is not None:
-        layer.bias = Parameter(np.ascontiguousarray(b))  # re-assigned after weight: order kept
-    if isinstance(layer, Conv2d):
-        layer.out_channels, layer.in_channels = int(w.shape[0]), int(w.shape[1])
-    else:
-        layer.out_features, layer.in_features = int(w.shape[0]), int(w.shape[1])
 
 
 def _shrink_pairs(layers: dict, pairs: list, kept: dict) -> None:
@@ -1022,6 +1029,18 @@ def _shrink_pairs(layers: dict, pairs: list, kept: dict) -> None:
 
 # %%
 #| export optimization.compression.structured
+def _shrink(layer: Module, keep_out=None, keep_in=None, group: int = 1) -> None:
+    """Give Linear/Conv2d `layer` the smaller Parameters of `_slice_weights`, in place."""
+    w, b = _slice_weights(layer, keep_out, keep_in, group)
+    layer.weight = Parameter(np.ascontiguousarray(w))
+    if b is not None:
+        layer.bias = Parameter(np.ascontiguousarray(b))  # re-assigned after weight: order kept
+    if isinstance(layer, Conv2d):
+        layer.out_channels, layer.in_channels = int(w.shape[0]), int(w.shape[1])
+    else:
+        layer.out_features, layer.in_features = int(w.shape[0]), int(w.shape[1])
+
+
 CHANNELWISE = (ReLU, Tanh, MaxPool2d, Dropout, Flatten)  # map a zero channel to a zero channel
 
 
@@ -1682,8 +1701,8 @@ def csr_to_dense(A: "CSRMatrix") -> np.ndarray:
     # TODO: add every stored value into `out` at (its row, its column) with np.add.at.
     ### BEGIN SOLUTION
     np.add.at(out, (A.row_ids(), A.indices), A.data.astype(dtype))
-    ### END SOLUTION
     return out
+    ### END SOLUTION
 
 # %%
 #| export optimization.compression.csr
@@ -1888,8 +1907,8 @@ def ellpack(A: CSRMatrix) -> tuple:
     slot = np.arange(A.nnz) - np.repeat(A.indptr[:-1].astype(np.int64), lengths)
     idx[row_of, slot] = A.indices
     val[row_of, slot] = A.data
-    ### END SOLUTION
     return idx, val
+    ### END SOLUTION
 
 
 def csr_matmul(A: CSRMatrix, X, gather_budget: int = GATHER_BUDGET) -> np.ndarray:
@@ -1914,8 +1933,8 @@ def csr_matmul(A: CSRMatrix, X, gather_budget: int = GATHER_BUDGET) -> np.ndarra
     for start in range(0, rows, block):
         stop = start + block
         out[start:stop] = np.einsum("rk,rkb->rb", val[start:stop], X[idx[start:stop]])
-    ### END SOLUTION
     return out
+    ### END SOLUTION
 
 
 def csr_matvec(A: CSRMatrix, x) -> np.ndarray:
@@ -1926,11 +1945,13 @@ def csr_matvec(A: CSRMatrix, x) -> np.ndarray:
     if x.ndim != 1 or x.shape[0] != A.shape[1]:
         raise ValueError(f"x must have shape (cols,) = ({A.shape[1]},), got {x.shape}")
     idx, val = A.padded_rows()
-    # TODO: out[r] = sum_k val[r, k] * x[idx[r, k]] (one einsum); zeros(rows) if idx is empty.
+    dtype = np.result_type(val.dtype, x.dtype, np.float32)
+    # TODO: out[r] = sum_k val[r, k] * x[idx[r, k]] (one einsum) as `dtype`; zeros(rows) if
+    # idx is empty.
     ### BEGIN SOLUTION
     out = np.einsum("rk,rk->r", val, x[idx]) if idx.size else np.zeros(A.shape[0])
+    return out.astype(dtype, copy=False)
     ### END SOLUTION
-    return out.astype(np.result_type(val.dtype, x.dtype, np.float32), copy=False)
 
 # %%
 def test_csr_kernels():
@@ -2366,8 +2387,8 @@ def to_sparse(model: Module, min_sparsity: float = 0.5, quantize: bool = False,
         for name, child in list(parent.named_children()):
             if isinstance(child, PRUNABLE) and _layer_sparsity(child) >= min_sparsity:
                 setattr(parent, name, _sparse_twin(child, quantize, per))
-    ### END SOLUTION
     return model
+    ### END SOLUTION
 
 # %%
 def test_sparse_layers():
@@ -2417,10 +2438,11 @@ test_sparse_layers()
 # gives a `ValueError` naming it, never a half-built model.
 #
 # ### Exercise 5.6: the sparse entries of the archive
-# - `_compressed_arrays(model, metadata)`, the loop over the sparse layers
-#   (`_stateful_layers(model)`, `{name: layer}`): from `layer.get_extra_state()`, record
-#   `header["sparse"][name] = {"kind": <its "kind">}` and store every other entry under
-#   `f"sparse:{name}:{field}"` in `arrays` (header and `param:` arrays are given).
+# - `_sparse_entries(model) -> (kinds, arrays)`: for every sparse layer
+#   (`_stateful_layers(model)`, `{name: layer}`), from `layer.get_extra_state()`, record
+#   `kinds[name] = {"kind": <its "kind">}` and store every other entry under
+#   `f"sparse:{name}:{field}"` in `arrays`. `_compressed_arrays` (given) puts `kinds` into the
+#   header's `"sparse"` entry and the arrays next to the `param:` ones.
 # - `_install_extra_states(path, layers, header, arrays)`, the inverse: for every layer,
 #   rebuild its state (the `"kind"` of `header["sparse"][name]` and the arrays under
 #   `f"sparse:{name}:"`, **popped** from `arrays` so leftovers can be refused), call
@@ -2452,29 +2474,18 @@ def _stateful_layers(model: Module) -> dict:
 
 # %% nbgrader={"grade": false, "grade_id": "save_compressed", "solution": true}
 #| export optimization.compression.io
-def _compressed_arrays(model: Module, metadata: dict = None) -> dict:
-    """{archive key: array} for save_compressed, including the JSON `__spec__`."""
-    if not isinstance(model, Module):
-        raise ValueError(f"model must be a Module, got {type(model).__name__}")
-    if metadata is not None and not isinstance(metadata, dict):
-        raise ValueError(f"metadata must be a dict of JSON values, got {type(metadata).__name__}")
-    header = {"format": COMPRESSED_FORMAT, "version": COMPRESSED_VERSION,
-              "model": module_spec(model), "sparse": {}, "metadata": metadata or {}}
-    arrays = {f"param:{name}": p.data.astype(np.float32) for name, p in model.named_parameters()}
-    # TODO: header["sparse"][name] = {"kind": ...}; arrays[f"sparse:{name}:{field}"] = array.
+def _sparse_entries(model: Module) -> tuple:
+    """({layer name: {"kind": ...}}, {f"sparse:{name}:{field}": array}) of every sparse layer."""
+    # TODO: from every sparse layer's get_extra_state(): its kind, and its arrays by key.
     ### BEGIN SOLUTION
+    kinds, arrays = {}, {}
     for name, layer in _stateful_layers(model).items():
         state = layer.get_extra_state()
-        header["sparse"][name] = {"kind": state.pop("kind")}
+        kinds[name] = {"kind": state.pop("kind")}
         for field_name, value in state.items():
             arrays[f"sparse:{name}:{field_name}"] = value
+    return kinds, arrays
     ### END SOLUTION
-    try:
-        arrays["__spec__"] = np.array(json.dumps(header, allow_nan=False))
-    except (TypeError, ValueError) as err:  # e.g. a NumPy array or NaN in the metadata
-        raise ValueError(f"metadata must hold only JSON values (dict, list, str, finite "
-                         f"number, bool, None): {err}") from None
-    return arrays
 
 
 def _install_extra_states(path: str, layers: dict, header: dict, arrays: dict) -> None:
@@ -2496,6 +2507,25 @@ def _install_extra_states(path: str, layers: dict, header: dict, arrays: dict) -
 
 # %%
 #| export optimization.compression.io
+def _compressed_arrays(model: Module, metadata: dict = None) -> dict:
+    """{archive key: array} for save_compressed, including the JSON `__spec__`."""
+    if not isinstance(model, Module):
+        raise ValueError(f"model must be a Module, got {type(model).__name__}")
+    if metadata is not None and not isinstance(metadata, dict):
+        raise ValueError(f"metadata must be a dict of JSON values, got {type(metadata).__name__}")
+    kinds, sparse_arrays = _sparse_entries(model)
+    header = {"format": COMPRESSED_FORMAT, "version": COMPRESSED_VERSION,
+              "model": module_spec(model), "sparse": kinds, "metadata": metadata or {}}
+    arrays = {f"param:{name}": p.data.astype(np.float32) for name, p in model.named_parameters()}
+    arrays.update(sparse_arrays)
+    try:
+        arrays["__spec__"] = np.array(json.dumps(header, allow_nan=False))
+    except (TypeError, ValueError) as err:  # e.g. a NumPy array or NaN in the metadata
+        raise ValueError(f"metadata must hold only JSON values (dict, list, str, finite "
+                         f"number, bool, None): {err}") from None
+    return arrays
+
+
 def save_compressed(model: Module, path, metadata: dict = None) -> int:
     """Write `model` (sparse layers at their stored dtypes, JSON `metadata`) to the .npz
     file `path` atomically; returns its size in bytes. On failure an existing file is left

@@ -86,19 +86,35 @@ def small_loader(n: int, batch_size: int = 64):
 # to their values after k training steps: Frankle et al. 2020), and repeat. The mask is
 # what is found; the initial values it is paired with are what makes it win.
 #
-# ### Exercise 1.1: `lottery_ticket`
+# ### Exercise 1.1: `_prune_survivors`
 # `lottery_ticket(build_model, train_loader, rounds=3, rate_per_round=0.5, rewind="init",
-# epochs=2, ...) -> dict` with `"masks"`, `"rewind_weights"` (the state dict of the masked,
-# rewound ticket), and per round (round 0 = dense) `"sparsity"` and `"accuracy"`. Training,
-# recording and rewinding bookkeeping are given: `model` is the network being pruned,
-# `masks` its keep-masks (all `True` at first), `saved["state"]` the weights to rewind to.
-# Write the body of the loop over rounds: for every layer of `layers`, prune
-# `round(rate_per_round * surviving)` MORE weights by |w| with `keep_mask`, where weights
-# already dead must stay dead (score them -1 so they rank first, and count them in
-# `n_prune`); then `model.load_state_dict(saved["state"])` and `apply_masks(model, masks)`.
-# After r rounds the sparsity is 1 - (1 - rate) ** r. Checked by `test_lottery_ticket`.
+# epochs=2, ...)` (given) trains, prunes, rewinds and retrains, and returns `"masks"`,
+# `"rewind_weights"` (the state dict of the masked, rewound ticket) and per round (round 0 =
+# dense) `"sparsity"` and `"accuracy"`. Each round calls `_prune_survivors(layers, masks,
+# rate) -> new masks`: `layers` is `{name: layer}` (trained weights), `masks` the current
+# keep-masks. For every layer, prune `round(rate * surviving)` MORE weights by |w| with
+# `keep_mask`; weights already dead must stay dead (score them -1 so they rank first, and
+# count them in `n_prune`). After r rounds the sparsity is 1 - (1 - rate) ** r.
+# Checked by `test_lottery_ticket`.
 
 # %% nbgrader={"grade": false, "grade_id": "lottery_ticket", "solution": true}
+#| export optimization.compression.lottery
+def _prune_survivors(layers: dict, masks: dict, rate: float) -> dict:
+    """New keep-masks: `rate` of each layer's surviving weights pruned by |w|, the dead ones
+    staying dead."""
+    # TODO: per layer, score dead weights -1 and alive ones |w|; keep_mask pruning the dead
+    # ones plus round(rate * alive).
+    ### BEGIN SOLUTION
+    new_masks = {}
+    for name, layer in layers.items():
+        alive = masks[name]
+        scores = np.where(alive, np.abs(layer.weight.data), -1.0)  # dead weights rank first
+        n_prune = int((~alive).sum()) + int(round(rate * alive.sum()))
+        new_masks[name] = keep_mask(scores, n_prune)
+    return new_masks
+    ### END SOLUTION
+
+# %%
 #| export optimization.compression.lottery
 def lottery_ticket(build_model, train_loader, rounds: int = 3, rate_per_round: float = 0.5,
                    rewind="init", epochs: int = 2, lr: float = 1e-3, val_loader=None,
@@ -144,17 +160,9 @@ def lottery_ticket(build_model, train_loader, rounds: int = 3, rate_per_round: f
     if saved["state"] is None:
         raise ValueError(f"rewind step {rewind} was never reached in {epochs} epoch(s) of training")
     for _ in range(rounds):
-        # TODO: prune round(rate_per_round * surviving) MORE weights of every layer by |w|
-        # (dead weights rank first and stay dead); rewind the model and apply the new masks.
-        ### BEGIN SOLUTION
-        for name, layer in layers.items():
-            alive = masks[name]
-            scores = np.where(alive, np.abs(layer.weight.data), -1.0)  # dead weights rank first
-            n_prune = int((~alive).sum()) + int(round(rate_per_round * alive.sum()))
-            masks[name] = keep_mask(scores, n_prune)
-        model.load_state_dict(saved["state"])
+        masks.update(_prune_survivors(layers, masks, rate_per_round))
+        model.load_state_dict(saved["state"])       # rewind, then hold the new masks
         apply_masks(model, masks)
-        ### END SOLUTION
         train_and_record()
     ticket = build_model()
     ticket.load_state_dict(saved["state"])

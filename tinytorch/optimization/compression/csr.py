@@ -48,7 +48,7 @@ def _frozen(array: np.ndarray) -> np.ndarray:
     array.flags.writeable = False
     return array
 
-# %% ../../../modules/18_compression/compression_dev.py #6b199145
+# %% ../../../modules/18_compression/compression_dev.py #77521ed5
 def csr_arrays(W: np.ndarray) -> tuple:
     """(data, indices, indptr) of the canonical CSR of the 2-D array W: the nonzero values
     in row-major order, their columns, and indptr = [0, cumulative nonzeros per row]."""
@@ -70,8 +70,8 @@ def csr_to_dense(A: "CSRMatrix") -> np.ndarray:
     # TODO: add every stored value into `out` at (its row, its column) with np.add.at.
     ### BEGIN SOLUTION
     np.add.at(out, (A.row_ids(), A.indices), A.data.astype(dtype))
-    ### END SOLUTION
     return out
+    ### END SOLUTION
 
 # %% ../../../modules/18_compression/compression_dev.py #44fcdb98
 class CSRMatrix:
@@ -200,7 +200,7 @@ def _as_real_array(name: str, value) -> np.ndarray:
         raise ValueError(f"{name} must be an array of real numbers, got dtype {array.dtype}")
     return array
 
-# %% ../../../modules/18_compression/compression_dev.py #4738e47d
+# %% ../../../modules/18_compression/compression_dev.py #9284cb1c
 def ellpack(A: CSRMatrix) -> tuple:
     """(idx, val), both (rows, K), K = the longest row's nnz: row r's columns and values
     left-aligned, padding column 0 and value 0 (int8 values become float32)."""
@@ -215,8 +215,8 @@ def ellpack(A: CSRMatrix) -> tuple:
     slot = np.arange(A.nnz) - np.repeat(A.indptr[:-1].astype(np.int64), lengths)
     idx[row_of, slot] = A.indices
     val[row_of, slot] = A.data
-    ### END SOLUTION
     return idx, val
+    ### END SOLUTION
 
 
 def csr_matmul(A: CSRMatrix, X, gather_budget: int = GATHER_BUDGET) -> np.ndarray:
@@ -241,8 +241,8 @@ def csr_matmul(A: CSRMatrix, X, gather_budget: int = GATHER_BUDGET) -> np.ndarra
     for start in range(0, rows, block):
         stop = start + block
         out[start:stop] = np.einsum("rk,rkb->rb", val[start:stop], X[idx[start:stop]])
-    ### END SOLUTION
     return out
+    ### END SOLUTION
 
 
 def csr_matvec(A: CSRMatrix, x) -> np.ndarray:
@@ -253,11 +253,13 @@ def csr_matvec(A: CSRMatrix, x) -> np.ndarray:
     if x.ndim != 1 or x.shape[0] != A.shape[1]:
         raise ValueError(f"x must have shape (cols,) = ({A.shape[1]},), got {x.shape}")
     idx, val = A.padded_rows()
-    # TODO: out[r] = sum_k val[r, k] * x[idx[r, k]] (one einsum); zeros(rows) if idx is empty.
+    dtype = np.result_type(val.dtype, x.dtype, np.float32)
+    # TODO: out[r] = sum_k val[r, k] * x[idx[r, k]] (one einsum) as `dtype`; zeros(rows) if
+    # idx is empty.
     ### BEGIN SOLUTION
     out = np.einsum("rk,rk->r", val, x[idx]) if idx.size else np.zeros(A.shape[0])
+    return out.astype(dtype, copy=False)
     ### END SOLUTION
-    return out.astype(np.result_type(val.dtype, x.dtype, np.float32), copy=False)
 
 # %% ../../../modules/18_compression/compression_dev.py #d7a93d5e
 def int8_arrays(A: CSRMatrix, per: str) -> tuple:

@@ -33,30 +33,19 @@ def _stateful_layers(model: Module) -> dict:
     The file code asks the layers for their state instead of knowing their classes."""
     return {name: m for name, m in model.named_modules() if has_extra_state(m)}
 
-# %% ../../../modules/18_compression/compression_dev.py #920eb4b5
-def _compressed_arrays(model: Module, metadata: dict = None) -> dict:
-    """{archive key: array} for save_compressed, including the JSON `__spec__`."""
-    if not isinstance(model, Module):
-        raise ValueError(f"model must be a Module, got {type(model).__name__}")
-    if metadata is not None and not isinstance(metadata, dict):
-        raise ValueError(f"metadata must be a dict of JSON values, got {type(metadata).__name__}")
-    header = {"format": COMPRESSED_FORMAT, "version": COMPRESSED_VERSION,
-              "model": module_spec(model), "sparse": {}, "metadata": metadata or {}}
-    arrays = {f"param:{name}": p.data.astype(np.float32) for name, p in model.named_parameters()}
-    # TODO: header["sparse"][name] = {"kind": ...}; arrays[f"sparse:{name}:{field}"] = array.
+# %% ../../../modules/18_compression/compression_dev.py #6cf4ae20
+def _sparse_entries(model: Module) -> tuple:
+    """({layer name: {"kind": ...}}, {f"sparse:{name}:{field}": array}) of every sparse layer."""
+    # TODO: from every sparse layer's get_extra_state(): its kind, and its arrays by key.
     ### BEGIN SOLUTION
+    kinds, arrays = {}, {}
     for name, layer in _stateful_layers(model).items():
         state = layer.get_extra_state()
-        header["sparse"][name] = {"kind": state.pop("kind")}
+        kinds[name] = {"kind": state.pop("kind")}
         for field_name, value in state.items():
             arrays[f"sparse:{name}:{field_name}"] = value
+    return kinds, arrays
     ### END SOLUTION
-    try:
-        arrays["__spec__"] = np.array(json.dumps(header, allow_nan=False))
-    except (TypeError, ValueError) as err:  # e.g. a NumPy array or NaN in the metadata
-        raise ValueError(f"metadata must hold only JSON values (dict, list, str, finite "
-                         f"number, bool, None): {err}") from None
-    return arrays
 
 
 def _install_extra_states(path: str, layers: dict, header: dict, arrays: dict) -> None:
@@ -76,7 +65,26 @@ def _install_extra_states(path: str, layers: dict, header: dict, arrays: dict) -
             raise ValueError(f"{path}: sparse layer {name!r} is invalid: {err}") from None
     ### END SOLUTION
 
-# %% ../../../modules/18_compression/compression_dev.py #2d56770a
+# %% ../../../modules/18_compression/compression_dev.py #57e9d5e3
+def _compressed_arrays(model: Module, metadata: dict = None) -> dict:
+    """{archive key: array} for save_compressed, including the JSON `__spec__`."""
+    if not isinstance(model, Module):
+        raise ValueError(f"model must be a Module, got {type(model).__name__}")
+    if metadata is not None and not isinstance(metadata, dict):
+        raise ValueError(f"metadata must be a dict of JSON values, got {type(metadata).__name__}")
+    kinds, sparse_arrays = _sparse_entries(model)
+    header = {"format": COMPRESSED_FORMAT, "version": COMPRESSED_VERSION,
+              "model": module_spec(model), "sparse": kinds, "metadata": metadata or {}}
+    arrays = {f"param:{name}": p.data.astype(np.float32) for name, p in model.named_parameters()}
+    arrays.update(sparse_arrays)
+    try:
+        arrays["__spec__"] = np.array(json.dumps(header, allow_nan=False))
+    except (TypeError, ValueError) as err:  # e.g. a NumPy array or NaN in the metadata
+        raise ValueError(f"metadata must hold only JSON values (dict, list, str, finite "
+                         f"number, bool, None): {err}") from None
+    return arrays
+
+
 def save_compressed(model: Module, path, metadata: dict = None) -> int:
     """Write `model` (sparse layers at their stored dtypes, JSON `metadata`) to the .npz
     file `path` atomically; returns its size in bytes. On failure an existing file is left

@@ -14,7 +14,23 @@ from .checks import (check_finite_weights, check_fraction,
 from .metrics import measure_sparsity, prunable_layers
 from .pruning import apply_masks, fine_tune, keep_mask
 
-# %% ../../../modules/18_compression/compression_more_pruning_dev.py #13e7daa8
+# %% ../../../modules/18_compression/compression_more_pruning_dev.py #08587712
+def _prune_survivors(layers: dict, masks: dict, rate: float) -> dict:
+    """New keep-masks: `rate` of each layer's surviving weights pruned by |w|, the dead ones
+    staying dead."""
+    # TODO: per layer, score dead weights -1 and alive ones |w|; keep_mask pruning the dead
+    # ones plus round(rate * alive).
+    ### BEGIN SOLUTION
+    new_masks = {}
+    for name, layer in layers.items():
+        alive = masks[name]
+        scores = np.where(alive, np.abs(layer.weight.data), -1.0)  # dead weights rank first
+        n_prune = int((~alive).sum()) + int(round(rate * alive.sum()))
+        new_masks[name] = keep_mask(scores, n_prune)
+    return new_masks
+    ### END SOLUTION
+
+# %% ../../../modules/18_compression/compression_more_pruning_dev.py #aa820841
 def lottery_ticket(build_model, train_loader, rounds: int = 3, rate_per_round: float = 0.5,
                    rewind="init", epochs: int = 2, lr: float = 1e-3, val_loader=None,
                    verbose: bool = True) -> dict:
@@ -59,17 +75,9 @@ def lottery_ticket(build_model, train_loader, rounds: int = 3, rate_per_round: f
     if saved["state"] is None:
         raise ValueError(f"rewind step {rewind} was never reached in {epochs} epoch(s) of training")
     for _ in range(rounds):
-        # TODO: prune round(rate_per_round * surviving) MORE weights of every layer by |w|
-        # (dead weights rank first and stay dead); rewind the model and apply the new masks.
-        ### BEGIN SOLUTION
-        for name, layer in layers.items():
-            alive = masks[name]
-            scores = np.where(alive, np.abs(layer.weight.data), -1.0)  # dead weights rank first
-            n_prune = int((~alive).sum()) + int(round(rate_per_round * alive.sum()))
-            masks[name] = keep_mask(scores, n_prune)
-        model.load_state_dict(saved["state"])
+        masks.update(_prune_survivors(layers, masks, rate_per_round))
+        model.load_state_dict(saved["state"])       # rewind, then hold the new masks
         apply_masks(model, masks)
-        ### END SOLUTION
         train_and_record()
     ticket = build_model()
     ticket.load_state_dict(saved["state"])

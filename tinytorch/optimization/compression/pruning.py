@@ -68,7 +68,7 @@ def global_masks(scores: dict, sparsity: float) -> dict:
     return masks
     ### END SOLUTION
 
-# %% ../../../modules/18_compression/compression_dev.py #a173e7e5
+# %% ../../../modules/18_compression/compression_dev.py #ec8b17b0
 def taylor_importance(model: Module, data, num_batches: int = 4, loss_fn=cross_entropy) -> dict:
     """{layer name: |w * dL/dw|} summed over the first `num_batches` (inputs, labels) of
     `data`, in eval mode (no dropout noise); gradients are cleared afterwards."""
@@ -83,6 +83,7 @@ def taylor_importance(model: Module, data, num_batches: int = 4, loss_fn=cross_e
     for inputs, labels in data:
         if seen == num_batches:
             break
+        seen += 1
         # TODO: clear the gradients, run the model on `inputs`, back-propagate loss_fn against
         # `labels`, and add |weight * weight.grad| of every layer to scores[name].
         ### BEGIN SOLUTION
@@ -91,7 +92,6 @@ def taylor_importance(model: Module, data, num_batches: int = 4, loss_fn=cross_e
         for name, layer in layers.items():
             scores[name] += np.abs(layer.weight.data * layer.weight.grad)
         ### END SOLUTION
-        seen += 1
     model.zero_grad()
     model.train(was_training)
     if seen == 0:
@@ -172,7 +172,7 @@ def prune_magnitude(model: Module, sparsity: float = 0.9, scope: str = "layer") 
     """One call: prune `model` in place by |w| and return the masks (see MagnitudePruner)."""
     return MagnitudePruner(sparsity, scope=scope).prune(model)
 
-# %% ../../../modules/18_compression/compression_dev.py #e02d8a15
+# %% ../../../modules/18_compression/compression_dev.py #1207ac9b
 class MaskedOptimizer:
     """Wrap an optimizer so that pruned weights stay exactly zero.
 
@@ -196,6 +196,13 @@ class MaskedOptimizer:
         self.optimizer.zero_grad()
 
     def step(self) -> None:
+        self._masked_update()
+        self.steps += 1
+        if self.on_step is not None:
+            self.on_step(self.steps)
+
+    def _masked_update(self) -> None:
+        """One optimizer step that leaves every pruned weight at exactly zero."""
         # TODO: (1) multiply the .grad of every masked layer's weight by its mask (skip a None
         # grad), (2) let self.optimizer step, (3) re-apply the masks to the model.
         ### BEGIN SOLUTION
@@ -206,9 +213,6 @@ class MaskedOptimizer:
         self.optimizer.step()
         apply_masks(self.model, self.masks)
         ### END SOLUTION
-        self.steps += 1
-        if self.on_step is not None:
-            self.on_step(self.steps)
 
 # %% ../../../modules/18_compression/compression_dev.py #a902bd3f
 def fine_tune(model: Module, masks: dict, loader, epochs: int = 1, optimizer=None,
@@ -230,7 +234,7 @@ def fine_tune(model: Module, masks: dict, loader, epochs: int = 1, optimizer=Non
     model.train(was_training)
     return history
 
-# %% ../../../modules/18_compression/compression_dev.py #db86c0fc
+# %% ../../../modules/18_compression/compression_dev.py #ffd5221b
 class PolynomialSchedule:
     """Sparsity at step t of n: s_t = final + (initial - final) * (1 - t/n) ** power.
 
@@ -256,6 +260,16 @@ class PolynomialSchedule:
         return iter([self(t) for t in range(1, self.steps + 1)])
 
 
+def _prune_step(model: Module, sparsity: float, scope: str, loader, epochs: int,
+                optimizer) -> None:
+    """Prune `model` in place to `sparsity` by |w|, then fine-tune it with the masks held."""
+    # TODO: a MagnitudePruner of the given scope, then fine_tune with `optimizer`.
+    ### BEGIN SOLUTION
+    masks = MagnitudePruner(sparsity, scope=scope).prune(model)
+    fine_tune(model, masks, loader, epochs=epochs, optimizer=optimizer)
+    ### END SOLUTION
+
+# %% ../../../modules/18_compression/compression_dev.py #93d0a393
 def progressive_prune(model: Module, target_sparsity: float = 0.9, steps: int = 5,
                       train_loader=None, epochs_per_step: int = 1, initial_sparsity: float = 0.0,
                       scope: str = "layer", lr: float = 1e-3, val_loader=None,
@@ -272,12 +286,7 @@ def progressive_prune(model: Module, target_sparsity: float = 0.9, steps: int = 
     optimizer = Adam(model.parameters(), lr=lr)  # one optimizer: the masks keep its state harmless
     history = []
     for step, sparsity in enumerate(schedule, start=1):
-        # TODO: prune `model` to this step's `sparsity` with a MagnitudePruner of the given
-        # scope, then fine_tune it for epochs_per_step epochs with `optimizer` and the masks.
-        ### BEGIN SOLUTION
-        masks = MagnitudePruner(sparsity, scope=scope).prune(model)
-        fine_tune(model, masks, train_loader, epochs=epochs_per_step, optimizer=optimizer)
-        ### END SOLUTION
+        _prune_step(model, sparsity, scope, train_loader, epochs_per_step, optimizer)
         row = {"step": step, "sparsity": measure_sparsity(model)}
         if val_loader is not None:
             row["accuracy"] = evaluate(model, val_loader)

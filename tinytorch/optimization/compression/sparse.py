@@ -227,7 +227,7 @@ def model_nbytes_compressed(model: Module) -> int:
     return int(sum(layer.stored_weight.nbytes for layer in sparse_layers(model).values())
                + sum(p.data.nbytes for p in model.parameters()))
 
-# %% ../../../modules/18_compression/compression_dev.py #3f299d2a
+# %% ../../../modules/18_compression/compression_dev.py #8df71c21
 def to_sparse(model: Module, min_sparsity: float = 0.5, quantize: bool = False,
               per: str = "row") -> Module:
     """A deep copy of `model` with every Linear/Conv2d of weight sparsity >= min_sparsity
@@ -246,5 +246,5 @@ def to_sparse(model: Module, min_sparsity: float = 0.5, quantize: bool = False,
         for name, child in list(parent.named_children()):
             if isinstance(child, PRUNABLE) and _layer_sparsity(child) >= min_sparsity:
                 setattr(parent, name, _sparse_twin(child, quantize, per))
-    ### END SOLUTION
     return model
+    ### END SOLUTION

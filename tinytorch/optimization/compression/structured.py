@@ -49,10 +49,10 @@ def prune_structured(conv_layer: Module, num_filters_to_remove: int,
     return np.sort(order[num_filters_to_remove:]).astype(np.int64)
     ### END SOLUTION
 
-# %% ../../../modules/18_compression/compression_dev.py #78202e89
-def _shrink(layer: Module, keep_out=None, keep_in=None, group: int = 1) -> None:
-    """Give Linear/Conv2d `layer` smaller Parameters in place: output units `keep_out` (rows
-    and bias entries) and input units `keep_in` (a Linear's input unit = `group` columns)."""
+# %% ../../../modules/18_compression/compression_dev.py #db3fa61f
+def _slice_weights(layer: Module, keep_out=None, keep_in=None, group: int = 1) -> tuple:
+    """(weight, bias or None) of Linear/Conv2d `layer` cut to output units `keep_out` and
+    input units `keep_in` (a Linear's input unit = `group` columns); None keeps all."""
     w = layer.weight.data
     b = None if layer.bias is None else layer.bias.data
     # TODO: keep rows `keep_out` of w (and entries of b); then keep input units `keep_in`.
@@ -66,14 +66,8 @@ def _shrink(layer: Module, keep_out=None, keep_in=None, group: int = 1) -> None:
         else:
             columns = (np.asarray(keep_in)[:, None] * group + np.arange(group)).ravel()
             w = w[:, columns]
+    return w, b
     ### END SOLUTION
-    layer.weight = Parameter(np.ascontiguousarray(w))
-    if b is not None:
-        layer.bias = Parameter(np.ascontiguousarray(b))  # re-assigned after weight: order kept
-    if isinstance(layer, Conv2d):
-        layer.out_channels, layer.in_channels = int(w.shape[0]), int(w.shape[1])
-    else:
-        layer.out_features, layer.in_features = int(w.shape[0]), int(w.shape[1])
 
 
 def _shrink_pairs(layers: dict, pairs: list, kept: dict) -> None:
@@ -88,7 +82,19 @@ def _shrink_pairs(layers: dict, pairs: list, kept: dict) -> None:
         _shrink(layers[name], keep_out.get(name), inputs, group)
     ### END SOLUTION
 
-# %% ../../../modules/18_compression/compression_dev.py #35e94579
+# %% ../../../modules/18_compression/compression_dev.py #76d313a5
+def _shrink(layer: Module, keep_out=None, keep_in=None, group: int = 1) -> None:
+    """Give Linear/Conv2d `layer` the smaller Parameters of `_slice_weights`, in place."""
+    w, b = _slice_weights(layer, keep_out, keep_in, group)
+    layer.weight = Parameter(np.ascontiguousarray(w))
+    if b is not None:
+        layer.bias = Parameter(np.ascontiguousarray(b))  # re-assigned after weight: order kept
+    if isinstance(layer, Conv2d):
+        layer.out_channels, layer.in_channels = int(w.shape[0]), int(w.shape[1])
+    else:
+        layer.out_features, layer.in_features = int(w.shape[0]), int(w.shape[1])
+
+
 CHANNELWISE = (ReLU, Tanh, MaxPool2d, Dropout, Flatten)  # map a zero channel to a zero channel
 
 
