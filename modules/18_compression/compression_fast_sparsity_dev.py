@@ -710,8 +710,8 @@ print(tt.format_table(speed_rows))
 # pattern survives it): only the pattern differs. Layers that N:M cannot prune (a fan-in
 # that is not a multiple of M) are left dense **for every method**, so the comparison is
 # fair. Blocks are 4x4: every prunable layer's matrix of both models is a multiple of 4
-# on both sides, except the classifiers (10 outputs), which BSR cannot store with 4x4
-# blocks but pattern pruning handles (edge blocks).
+# on both sides except the classifiers (10 outputs) and the CNN's first conv (9 inputs),
+# which BSR could not store with 4x4 blocks but pattern pruning handles (edge blocks).
 
 # %%
 def pattern_accuracy(name: str, n: int, m: int, epochs: int) -> list:
@@ -751,8 +751,9 @@ print(f"dense: MLP {evaluate(load_pretrained('mlp'), test_loader):.2%}, "
 # drop whole neighbourhoods of weights, large ones included, and lose the most. The short
 # fine-tune recovers most of what N:M lost (its pattern is fine-grained and every row keeps
 # the same share), much less of what blocks lost, most visibly on the MLP at 75%: **the
-# speed of blocks is paid in accuracy**, and more so the larger the block. The benchmark
-# repeats this at 50%, 75% and 87.5% with more epochs (docs/results).
+# speed of blocks is paid in accuracy**. The benchmark repeats this at 50%, 75% and 87.5%
+# with more epochs (docs/results), where the CNN, which has more weights to spare, loses
+# little with blocks at 50% and a lot at 87.5%.
 
 # %% [markdown]
 # ## 4 A format per layer
