@@ -62,14 +62,15 @@ def _label(outcome: str) -> str:
     return {"passed": "PASS", "failed": "FAIL", "error": "ERROR", "skipped": "SKIP"}.get(outcome, outcome)
 
 
-def run_command(module, notebook=None, verbose: bool = False) -> int:
-    """Run the checkpoint against the package exported from ``notebook`` (default: the module's)."""
+def run_command(source, verbose: bool = False) -> int:
+    """Run the checkpoint against the package exported from ``source`` (a ``tito.workspace.Source``)."""
     from tito.workspace import require_fresh_export
 
+    module = source.module
     f = module.checkpoint_file
     if not f.is_file():
         raise TitoError(f"no checkpoint file {module.project.rel(f)}")
-    require_fresh_export(module, notebook or module.require_notebook())
+    require_fresh_export(source)
     code, cases = run_pytest(module.project, [f], quiet=not verbose)
     if not cases:
         raise TitoError(f"pytest ran no tests from {module.project.rel(f)} (exit {code})")

@@ -159,29 +159,28 @@ def _dispatch(args) -> int:
         from tito.nbgrader_course import generate_command
         return generate_command(module, out=args.out, force=args.force)
     if cmd in ("export", "test", "grade", "checkpoint"):
-        from tito.workspace import choose_notebook
-        notebook = choose_notebook(module, solution=args.solution, notebook=args.notebook)
+        from tito.workspace import choose
+        source = choose(module, solution=args.solution, notebook=args.notebook)
     if cmd == "export":
         from tito.export import export_command
-        return export_command(module, notebook=notebook)
+        return export_command(source.module, notebook=source.notebook)
     if cmd == "notebook":
         from tito.notebook import notebook_command
         return notebook_command(module)
     if cmd == "test":
         from tito.testing import test_command
-        return test_command(module, args.notebook_only, args.pytest_only, args.check_export,
-                            notebook=notebook)
+        return test_command(source, args.notebook_only, args.pytest_only, args.check_export)
     if cmd == "checkpoint":
         from tito.checkpoint import run_command
-        return run_command(module, notebook, verbose=args.verbose)
+        return run_command(source, verbose=args.verbose)
     if cmd == "release":
         from tito.release import release_command
         return release_command(module, out=args.out, force=args.force)
     if cmd == "grade":
         from tito.grading import grade_command
         from tito.workspace import require_fresh_export
-        require_fresh_export(module, notebook)
-        return grade_command(module, notebook, json_path=args.json, verbose=args.verbose)
+        require_fresh_export(source)
+        return grade_command(source, json_path=args.json, verbose=args.verbose)
     if cmd == "demo":
         from tito.demo import demo_command
         return demo_command(module, args.args)

@@ -3,9 +3,11 @@
 A failure is reported as ``path:line in function`` plus the code on that line, where the
 path is the jupytext notebook the student edits, whether the failure happened in a
 notebook cell run by the kernel (``from_kernel_frames``) or in the exported package run
-by pytest (``from_pytest_output``: package lines are mapped back through nbdev's
-``# %% <notebook> #<cell id>`` headers). Frames in site-packages and in the kernel's own
-machinery are left out.
+by pytest (``from_pytest_output``). A package line is mapped back through the nbdev
+header above it, ``# %% <notebook, relative to the file> #<cell id>``, to the notebook
+it was exported from (``PackageLines``), so a module with several notebooks, or one
+exported from the student's workspace, needs no further bookkeeping. Frames in
+site-packages and in the kernel's own machinery are left out.
 """
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-_HEADER = re.compile(r"^# %% \S+ #(?P<id>[A-Za-z0-9_-]+)\s*$")
+_HEADER = re.compile(r"^# %% (?P<notebook>\S+) #(?P<id>[A-Za-z0-9_-]+)\s*$")
 _DIRECTIVE = re.compile(r"^\s*#\|")
 # pytest's long traceback: one "path:line: ..." line closes every entry
 _PYTEST_LOC = re.compile(r"^(?P<path>[^\s:][^:\n]*\.py):(?P<line>\d+):(?: in (?P<func>\S+)|.*)$", re.M)
@@ -94,8 +96,43 @@ class NotebookLines:
                 return i
         return None
 
-    def from_package(self, file: Path, line: int) -> Where | None:
-        """Map ``line`` (1-based) of an exported package file back to this notebook."""
+    def cell_line(self, cell_id: str, offset: int) -> Where | None:
+        """Line ``offset`` (0-based) of the exported text of the cell with id ``cell_id``.
+
+        nbdev writes a cell without its leading ``#|`` directive lines.
+        """
+        index = self._by_id.get(cell_id)
+        if index is None:
+            return None
+        cell_lines = self.nb.cells[index].source.split("\n")
+        skip = 0
+        while skip < len(cell_lines) and _DIRECTIVE.match(cell_lines[skip]):
+            skip += 1
+        return self.at(index, skip + offset + 1)
+
+
+class PackageLines:
+    """Maps lines of exported package files back to the notebooks they were exported from."""
+
+    def __init__(self, project):
+        self.project = project
+        self._notebooks: dict[Path, NotebookLines | None] = {}
+
+    def notebook(self, path: Path) -> NotebookLines | None:
+        """The (cached) ``NotebookLines`` of ``path``; None if it cannot be read."""
+        from tito.errors import TitoError
+
+        path = Path(path).resolve()
+        if path not in self._notebooks:
+            try:
+                self._notebooks[path] = NotebookLines(self.project, path) if path.is_file() else None
+            except TitoError:
+                self._notebooks[path] = None
+        return self._notebooks[path]
+
+    def locate(self, file: Path, line: int) -> Where | None:
+        """The notebook line that line ``line`` (1-based) of the package file ``file`` came
+        from; None outside exported cells, or when the notebook changed since the export."""
         try:
             text = Path(file).read_text(encoding="utf-8").split("\n")
         except OSError:
@@ -104,17 +141,9 @@ class NotebookLines:
             return None
         for k in range(line - 1, -1, -1):
             m = _HEADER.match(text[k])
-            if not m:
-                continue
-            index = self._by_id.get(m.group("id"))
-            if index is None:
-                return None
-            # nbdev writes the cell without its leading '#|' directive lines
-            cell_lines = self.nb.cells[index].source.split("\n")
-            skip = 0
-            while skip < len(cell_lines) and _DIRECTIVE.match(cell_lines[skip]):
-                skip += 1
-            return self.at(index, skip + (line - 1 - k))
+            if m:
+                nbl = self.notebook(Path(file).parent / m.group("notebook"))
+                return nbl.cell_line(m.group("id"), line - 1 - k - 1) if nbl else None
         return None
 
 
@@ -122,9 +151,11 @@ def _is_external(path: str) -> bool:
     return "site-packages" in path or "dist-packages" in path
 
 
-def from_kernel_frames(frames: list, nbl: NotebookLines) -> list[Where]:
-    """Frames reported by the kernel (``[file, line, function, cell source or None]``),
-    outermost first, as notebook or project locations; others are dropped."""
+def from_kernel_frames(frames: list, nbl: NotebookLines, package: PackageLines | None = None) -> list[Where]:
+    """Frames reported by the kernel running ``nbl``'s notebook (``[file, line, function,
+    cell source or None]``), outermost first, as notebook or project locations; frames
+    outside the project are dropped."""
+    package = package or PackageLines(nbl.project)
     out = []
     root = nbl.project.root.resolve()
     for file, line, func, source in frames:
@@ -140,8 +171,7 @@ def from_kernel_frames(frames: list, nbl: NotebookLines) -> list[Where]:
         resolved = path.resolve()
         if root not in resolved.parents:
             continue
-        mapped = nbl.from_package(resolved, line)
-        out.append(mapped or _file_line(nbl.project, resolved, line, func))
+        out.append(package.locate(resolved, line) or _file_line(nbl.project, resolved, line, func))
     return out
 
 
@@ -153,17 +183,17 @@ def _file_line(project, path: Path, line: int, func: str | None = None) -> Where
     return Where(project.rel(path), line, code, func)
 
 
-def from_pytest_output(output: str, project, nbl: NotebookLines | None) -> Where | None:
-    """The innermost frame of a pytest long traceback that lies in the package, mapped to the
-    notebook when ``nbl`` is given (else the package file itself); None if there is none."""
+def from_pytest_output(output: str, project, package: PackageLines | None = None) -> Where | None:
+    """The innermost frame of a pytest long traceback that lies in the package, mapped to
+    the notebook it was exported from (else the package line itself); None if there is none."""
+    package = package or PackageLines(project)
     lib = project.lib_path.resolve()
     for m in reversed(list(_PYTEST_LOC.finditer(output or ""))):
         path = (project.root / m.group("path")).resolve()
         if lib not in path.parents or not path.is_file():
             continue
         line = int(m.group("line"))
-        mapped = nbl.from_package(path, line) if nbl is not None else None
-        return mapped or _file_line(project, path, line, m.group("func"))
+        return package.locate(path, line) or _file_line(project, path, line, m.group("func"))
     return None
 
 

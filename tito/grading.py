@@ -23,7 +23,7 @@ the score is full.
 Tests run in a pytest subprocess (``tito.pytest_run``) from the project root, so they
 import the package exactly as currently exported; the caller checks that export is
 fresh (``tito.workspace.require_fresh_export``). Failures are located in the notebook the
-package was exported from (``tito.feedback``). ``--json FILE`` writes a Gradescope-style
+package line was exported from (``tito.feedback``). ``--json FILE`` writes a Gradescope-style
 ``results.json``::
 
     {"score": s, "max_score": m,
@@ -36,7 +36,7 @@ import json
 from pathlib import Path
 
 from tito.errors import TitoError
-from tito.feedback import NotebookLines, Where, from_pytest_output, shorten
+from tito.feedback import PackageLines, Where, from_pytest_output, shorten
 from tito.pytest_run import run_pytest
 
 TABLE_WIDTH = 100
@@ -146,13 +146,12 @@ def _message(case, where: Where | None) -> str:
     return f"{msg} ({where.short})"
 
 
-def grade(module, notebook: Path | None = None, verbose: bool = False, module_tests: bool = True) -> dict:
+def grade(module, verbose: bool = False, module_tests: bool = True) -> dict:
     """Run the checkpoint (and the module tests) and score them.
 
-    ``notebook``: the notebook the package was exported from, used to point at the line
-    of a failure (None: package lines are shown). Returns ``{"score", "max_score",
-    "capabilities": [...], "module_tests": [...]}``; each entry has name, passed, score,
-    max_score, message, output, where (a ``Where`` or None).
+    Returns ``{"score", "max_score", "checkpoint", "capabilities": [...], "module_tests":
+    [...]}``; each entry has name, passed, score, max_score, message, output and where (the
+    notebook line of a failure, a ``Where``, or None).
     """
     project = module.project
     files = _test_files(module, module_tests)
@@ -161,7 +160,7 @@ def grade(module, notebook: Path | None = None, verbose: bool = False, module_te
     rels = [project.rel(f) for f in files]
     checkpoint = project.rel(module.checkpoint_file)
     points = read_points(module.checkpoint_file)
-    nbl = NotebookLines(project, notebook) if notebook else None
+    package = PackageLines(project)
     _, cases = run_pytest(project, files, quiet=not verbose)
 
     capabilities, others, ran = [], [], set()
@@ -169,7 +168,7 @@ def grade(module, notebook: Path | None = None, verbose: bool = False, module_te
         rel = _case_file(c, rels)
         if c.outcome == "skipped":
             continue
-        where = None if c.passed else from_pytest_output(c.output, project, nbl)
+        where = None if c.passed else from_pytest_output(c.output, project, package)
         entry = {"passed": c.passed, "message": "" if c.passed else _message(c, where),
                  "output": "" if c.passed else (c.output or c.message)[-4000:], "where": where}
         if rel == checkpoint and c.is_collection_error:
@@ -249,14 +248,13 @@ def write_json(result: dict, json_path: str) -> None:
     Path(json_path).write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
 
 
-def grade_command(module, notebook: Path, json_path: str | None = None, verbose: bool = False) -> int:
-    """Grade the package exported from ``notebook`` (the caller checked it is fresh).
-
-    Exit status 0 exactly when the score is full.
-    """
+def grade_command(source, json_path: str | None = None, verbose: bool = False) -> int:
+    """Grade the package exported from ``source`` (a ``tito.workspace.Source``; the caller
+    checked the export is fresh). Exit status 0 exactly when the score is full."""
     from tito.workspace import save_score
 
-    result = grade(module, notebook=notebook, verbose=verbose)
+    module = source.module
+    result = grade(module, verbose=verbose)
     print_table(result)
     line = module_tests_line(result, module)
     if line:
@@ -266,7 +264,7 @@ def grade_command(module, notebook: Path, json_path: str | None = None, verbose:
     first = first_failure(result)
     if first is not None:
         print_fix_first(first)
-    save_score(module, notebook, result)
+    save_score(source, result)
     if json_path:
         write_json(result, json_path)
         print(f"wrote {json_path}")

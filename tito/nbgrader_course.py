@@ -3,11 +3,12 @@
 Writes, under ``--out`` (default ``nbgrader/``)::
 
     nbgrader_config.py                       course settings (cell timeout for autograde)
-    source/NN_name/<name>.ipynb              the instructor's notebook, solutions kept
+    source/NN_name/<stem>.ipynb              each notebook of the module, solutions kept
+                                             (<stem>: its file name without ``_dev.py``)
 
-The notebook carries nbgrader metadata (schema 3) stamped by
-``tito.release.stamp_nbgrader``, the same function that makes ``tito release`` and the
-student workspace: solution cells, grade cells (the notebook's test cells, worth the
+One assignment per module, one nbgrader notebook per module notebook. Each carries nbgrader
+metadata (schema 3) stamped by ``tito.release.stamped_notebooks``, the same function that
+makes ``tito release`` and the student workspace: solution cells, grade cells (the test cells, worth the
 POINTS of the checkpoint capabilities they check, from module.yaml ``notebook_tests``),
 locked cells (every other code cell: given code, setup, analyses are never graded) and
 ``schema_version``. A line that mentions a solution marker outside a region is an error
@@ -36,42 +37,41 @@ c.Execute.timeout = {timeout}
 '''
 
 
-def source_notebook(module):
-    """The instructor's notebook with nbgrader metadata stamped (solutions kept)."""
-    import copy
-
-    from tito.notebook import read_py
-    from tito.release import stamp_nbgrader
-
-    src = module.require_notebook()
-    nb = copy.deepcopy(read_py(src))
-    stamp_nbgrader(module, nb, src)
-    nb.metadata.pop("jupytext", None)  # a plain notebook for nbgrader, not a jupytext pair
-    return nb
+def nbgrader_name(notebook: Path) -> str:
+    """``compression_dev.py`` -> ``compression.ipynb``: the name students see in nbgrader."""
+    stem = Path(notebook).stem
+    return (stem[: -len("_dev")] if stem.endswith("_dev") else stem) + ".ipynb"
 
 
 def generate_command(module, out: str | None = None, force: bool = False) -> int:
+    """Write the course directory for ``module`` under ``out`` (see the module docstring)."""
     from tito.export import write_atomically
     from tito.notebook import write_ipynb
-    from tito.release import count_cells
+    from tito.release import count_cells, stamped_notebooks
 
     project = module.project
     root = Path(out).resolve() if out else project.root / "nbgrader"
-    dest = root / "source" / module.dirname / f"{module.name}.ipynb"
     config = root / "nbgrader_config.py"
-    nb = source_notebook(module)
-    existing = [p for p in (dest, config) if p.exists()]
+    pairs = [(root / "source" / module.dirname / nbgrader_name(src), nb) for src, nb in stamped_notebooks(module)]
+    existing = [p for p in [config, *(dest for dest, _ in pairs)] if p.exists()]
     if existing and not force:
         raise TitoError("refusing to overwrite " + ", ".join(project.rel(p) for p in existing)
                         + " (use --force)")
-    write_ipynb(nb, dest)
+    sols = tests = locked = 0
+    points = 0.0
+    for dest, nb in pairs:
+        nb.metadata.pop("jupytext", None)  # a plain notebook for nbgrader, not a jupytext pair
+        write_ipynb(nb, dest)
+        s_, t_ = count_cells(nb)
+        metas = [c.metadata.get("nbgrader", {}) for c in nb.cells]
+        sols, tests = sols + s_, tests + t_
+        locked += sum(bool(m.get("locked")) for m in metas)
+        points += sum(m.get("points", 0) for m in metas)
     write_atomically(config, CONFIG.format(timeout=CELL_TIMEOUT))
-    sols, tests = count_cells(nb)
-    points = sum(c.metadata["nbgrader"].get("points", 0) for c in nb.cells if "nbgrader" in c.metadata)
-    locked = sum(1 for c in nb.cells if c.metadata.get("nbgrader", {}).get("locked"))
-    print(f"nbgrader course for {module.dirname}: {sols} solution cells, {tests} grade cells "
-          f"({points:g} points), {locked} locked cells")
-    print(f"wrote {project.rel(dest)}")
+    print(f"nbgrader course for {module.dirname}: {len(pairs)} notebook(s), {sols} solution cells, "
+          f"{tests} grade cells ({points:g} points), {locked} locked cells")
+    for dest, _ in pairs:
+        print(f"wrote {project.rel(dest)}")
     print(f"wrote {project.rel(config)}")
     print(f"next: cd {project.rel(root)} && nbgrader generate_assignment {module.dirname}")
     return 0

@@ -1,7 +1,8 @@
 """``tito release``: make the student version of a module notebook.
 
 Every region from a ``### BEGIN SOLUTION`` line to its ``### END SOLUTION`` line (both
-included) becomes, at the indentation of the BEGIN line::
+included), in every notebook of the module (``notebooks:`` in module.yaml), becomes, at the
+indentation of the BEGIN line::
 
     # YOUR CODE HERE
     raise NotImplementedError()
@@ -9,7 +10,7 @@ included) becomes, at the indentation of the BEGIN line::
 (in markdown cells: ``YOUR ANSWER HERE``), exactly as nbgrader's ``ClearSolutions`` does.
 Unbalanced or nested markers are an error that names the line of the ``.py`` file, and so
 is any other line that mentions ``BEGIN SOLUTION`` / ``END SOLUTION``: nbgrader matches
-those words anywhere in a line, prose included. The result is written as ``.py``
+those words anywhere in a line, prose included. Each notebook is written as ``.py``
 (jupytext percent) and ``.ipynb`` to ``student/NN_name/`` (or ``--out``); existing files
 are only replaced with ``--force``.
 
@@ -21,7 +22,8 @@ too); metadata already in the notebook only contributes its ``grade_id``:
   solution cell is also ``grade: true`` with 0 points (nbgrader grades written answers by hand);
 * test cells (code defining a top-level ``test_*`` function, not exported): locked and
   ``grade: true`` with ``points`` = the POINTS of the checkpoint capabilities they check
-  (``tito.grading.notebook_test_points``), or locked and ungraded when worth 0;
+  (``tito.grading.notebook_test_points``, over the tests of all the module's notebooks,
+  whose names must differ), or locked and ungraded when worth 0;
 * every other code cell (given code, setup, analyses): ``locked: true``, never graded;
 * markdown cells without a region: no nbgrader metadata.
 
@@ -137,23 +139,18 @@ def _locator(module, src: Path, nb):
     return where
 
 
-def stamp_nbgrader(module, nb, src: Path) -> None:
-    """Set every cell's nbgrader metadata in ``nb`` (read from ``src``) in place.
-
-    Checks the solution markers first (TitoError naming the ``.py`` line). Points come
-    from ``tito.grading.notebook_test_points`` (module.yaml ``notebook_tests`` + the
-    checkpoint's POINTS), which also checks that mapping against the notebook.
-    """
-    from tito.grading import notebook_test_points
-
+def _check_notebook_markers(module, nb, src: Path) -> None:
+    """TitoError naming the ``.py`` line of any misplaced solution marker in ``src``."""
     text_lines = src.read_text(encoding="utf-8").splitlines()
     check_markers(text_lines, lambda i: f"{module.project.rel(src)}:{i + 1}")
     where = _locator(module, src, nb)
     for idx, cell in enumerate(nb.cells):
         check_markers(cell.source.split("\n"), lambda i, idx=idx: where(idx, i))
 
-    tests = [name for cell in nb.cells for name in cell_tests(cell)]
-    points = notebook_test_points(module, tests)
+
+def stamp_nbgrader(nb, points: dict[str, float]) -> None:
+    """Set every cell's nbgrader metadata in ``nb`` in place; ``points`` gives each notebook
+    test function its points (see the module docstring)."""
     used: set[str] = set()
 
     def unique(gid: str) -> str:
@@ -186,20 +183,46 @@ def stamp_nbgrader(module, nb, src: Path) -> None:
         cell.metadata["nbgrader"] = dict(sorted(meta.items()))
 
 
-def student_notebook(module, notebook: Path | None = None):
-    """The student version of ``module``'s notebook (or of ``notebook``), as an nbformat node.
+def stamped_notebooks(module, sources: list[Path] | None = None) -> list[tuple[Path, object]]:
+    """``(path, notebook)`` for every notebook of ``module`` (or ``sources``), read and stamped
+    with nbgrader metadata, solutions kept. The files are only read.
 
-    nbgrader metadata is stamped first (``stamp_nbgrader``), then every solution region
-    is replaced by the stub. The source file is only read.
+    Checks the solution markers (TitoError naming the ``.py`` line) and that test function
+    names are unique across the notebooks; points come from
+    ``tito.grading.notebook_test_points``, which checks module.yaml ``notebook_tests``
+    against all the notebooks' tests and the checkpoint.
     """
+    from tito.grading import notebook_test_points
     from tito.notebook import read_py
 
-    src = Path(notebook) if notebook else module.require_notebook()
-    nb = copy.deepcopy(read_py(src))
-    stamp_nbgrader(module, nb, src)
-    for cell in nb.cells:
-        cell.source, _ = strip_solutions(cell.source, markdown=cell.cell_type == "markdown")
-    return nb
+    pairs = []
+    for src in sources or module.notebooks:
+        if not Path(src).is_file():
+            raise TitoError(f"notebook {module.project.rel(src)} not found")
+        nb = copy.deepcopy(read_py(src))
+        _check_notebook_markers(module, nb, Path(src))
+        pairs.append((Path(src), nb))
+    seen: dict[str, Path] = {}
+    for src, nb in pairs:
+        for name in (n for cell in nb.cells for n in cell_tests(cell)):
+            if name in seen:
+                raise TitoError(f"test function {name} is defined in {module.project.rel(seen[name])} and "
+                                f"{module.project.rel(src)}: notebook tests need distinct names")
+            seen[name] = src
+    points = notebook_test_points(module, list(seen))
+    for _, nb in pairs:
+        stamp_nbgrader(nb, points)
+    return pairs
+
+
+def student_notebooks(module, sources: list[Path] | None = None) -> list[tuple[Path, object]]:
+    """``(path, student notebook)`` for every notebook of ``module``: stamped
+    (``stamped_notebooks``), then every solution region replaced by the stub."""
+    pairs = stamped_notebooks(module, sources)
+    for _, nb in pairs:
+        for cell in nb.cells:
+            cell.source, _ = strip_solutions(cell.source, markdown=cell.cell_type == "markdown")
+    return pairs
 
 
 def count_cells(nb) -> tuple[int, int]:
@@ -210,22 +233,26 @@ def count_cells(nb) -> tuple[int, int]:
 
 
 def release_command(module, out: str | None = None, force: bool = False) -> int:
+    """Write the student version of every notebook of ``module`` (.py + .ipynb) to ``out``."""
     from tito.notebook import stable_ids, write_ipynb, write_py
 
     project = module.project
     out_dir = Path(out) if out else project.root / "student" / module.dirname
-    nb = student_notebook(module)
-    stable_ids(nb)
-    py_dest = out_dir / module.notebook.name
-    ipynb_dest = py_dest.with_suffix(".ipynb")
-    existing = [p for p in (py_dest, ipynb_dest) if p.exists()]
+    pairs = student_notebooks(module)
+    dests = [(out_dir / src.name, nb) for src, nb in pairs]
+    existing = [p for py, _ in dests for p in (py, py.with_suffix(".ipynb")) if p.exists()]
     if existing and not force:
         raise TitoError("refusing to overwrite " + ", ".join(project.rel(p) for p in existing)
                         + " (use --force)")
-    write_py(nb, py_dest)
-    write_ipynb(nb, ipynb_dest)
-    sols, tests = count_cells(nb)
-    print(f"released {module.dirname}: {sols} solution cell(s), {tests} graded test cell(s)")
-    print(f"wrote {project.rel(py_dest)}")
-    print(f"wrote {project.rel(ipynb_dest)}")
+    sols = tests = 0
+    for py, nb in dests:
+        stable_ids(nb)
+        write_py(nb, py)
+        write_ipynb(nb, py.with_suffix(".ipynb"))
+        s_, t_ = count_cells(nb)
+        sols, tests = sols + s_, tests + t_
+    print(f"released {module.dirname}: {sols} solution cell(s), {tests} graded test cell(s)"
+          + (f" in {len(dests)} notebooks" if len(dests) > 1 else ""))
+    for py, _ in dests:
+        print(f"wrote {project.rel(py)} and {py.with_suffix('.ipynb').name}")
     return 0

@@ -1,10 +1,11 @@
 """``tito test``: run a module notebook headlessly, then its pytest suite.
 
-The notebook (the student's workspace notebook if there is one, see ``tito.workspace``)
-is executed cell by cell in a real ipykernel ``python3`` kernel (``tito.kernel``); the
-first failing cell stops the run and is reported as the line of the ``.py`` that failed
-(file:line and the code), with the lines that called it. The pytest part imports the
-package, so it is refused unless the package is a fresh export of that notebook.
+Each notebook of the module (the student's workspace notebooks if there are some, see
+``tito.workspace``) is executed cell by cell in its own ipykernel ``python3`` kernel
+(``tito.kernel``); the first failing cell stops that notebook's run and is reported as
+the line of the ``.py`` that failed (file:line and the code), with the lines that called
+it. The pytest part imports the package, so it is refused unless the package is a fresh
+export of those notebooks.
 ``--check-export`` instead compares every exported package file with a fresh export.
 """
 from __future__ import annotations
@@ -14,14 +15,16 @@ from pathlib import Path
 from tito.errors import TitoError
 
 
-def run_notebook(module, notebook: Path | None = None) -> bool:
-    """Run ``notebook`` (default: the module's) headless; print where it failed. True if it ran."""
-    from tito.kernel import print_run
-    from tito.kernel import run_notebook as run
+def run_notebooks(project, notebooks: list[Path]) -> bool:
+    """Run each notebook headless in its own kernel; print where one failed. True if all ran."""
+    from tito.kernel import print_run, run_notebook
 
-    result = run(module.project, Path(notebook) if notebook else module.require_notebook())
-    print_run(result)
-    return result.ok
+    ok = True
+    for path in notebooks:
+        result = run_notebook(project, Path(path))
+        print_run(result)
+        ok = ok and result.ok
+    return ok
 
 
 def run_module_tests(module, required: bool) -> bool:
@@ -57,17 +60,18 @@ def check_export(module, notebook: Path | None = None) -> bool:
     return True
 
 
-def test_command(module, notebook_only=False, pytest_only=False, check_export_only=False,
-                 notebook: Path | None = None) -> int:
-    """``tito test``: the notebook in a kernel, then pytest on tests/NN_name (fresh export required)."""
+def test_command(source, notebook_only=False, pytest_only=False, check_export_only=False) -> int:
+    """``tito test``: ``source``'s notebooks in a kernel, then pytest on tests/NN_name (which
+    needs a fresh export). ``source`` is a ``tito.workspace.Source``."""
+    module = source.module
     if check_export_only:
-        return 0 if check_export(module, notebook) else 1
+        return 0 if check_export(module, source.notebook) else 1
     if not notebook_only and module.tests_dir.is_dir():
         from tito.workspace import require_fresh_export
-        require_fresh_export(module, notebook or module.require_notebook())
+        require_fresh_export(source)
     ok = True
     if not pytest_only:
-        ok = run_notebook(module, notebook) and ok
+        ok = run_notebooks(module.project, source.notebooks) and ok
     if not notebook_only:
         ok = run_module_tests(module, required=pytest_only) and ok
     if not ok:

@@ -1,27 +1,32 @@
 """The student workspace: ``tito module start | complete | status | reset``.
 
-A student never edits the instructor's notebook (``modules/NN_name/<name>_dev.py``, the
-solution). ``tito module start`` writes the student version (solution regions replaced
-by stubs, exactly as ``tito release``) to ``workspace/NN_name/`` as a jupytext pair:
-``<name>_dev.ipynb`` to open in JupyterLab and ``<name>_dev.py`` (percent format), kept in
-step by jupytext's JupyterLab integration (``pip install -e ".[student]"``). When the
-``.ipynb`` was saved after the ``.py`` (JupyterLab without jupytext), tito first brings
-the ``.py`` up to date from it (``sync_pair``). ``workspace/`` is gitignored.
+A student never edits the instructor's notebooks (``modules/NN_name/*_dev.py``, with the
+solutions). ``tito module start`` writes the student version of every notebook of the
+module (solution regions replaced by stubs, exactly as ``tito release``) to
+``workspace/NN_name/``, each as a jupytext pair: ``<name>_dev.ipynb`` to open in
+JupyterLab and ``<name>_dev.py`` (percent format), kept in step by jupytext's JupyterLab
+integration (``pip install -e ".[student]"``). When an ``.ipynb`` was saved after its
+``.py`` (JupyterLab without jupytext), tito first brings the ``.py`` up to date from it
+(``sync_pair``). ``workspace/`` is gitignored.
 
-``tito export | test | grade | checkpoint run`` use the workspace notebook when there is
-one and say so; ``--solution`` picks the instructor's notebook, ``--notebook PATH`` any
-other (``choose_notebook``). Grading refuses a package that is not a fresh export of the
-chosen notebook and names the command to run (``require_fresh_export``).
+The workspace is the module seen from ``workspace/NN_name/`` (``workspace_module``): the
+same module.yaml, checkpoint and tests, notebooks read from the workspace. ``tito export |
+test | grade | checkpoint run`` use it when it exists and say so; ``--solution`` picks the
+instructor's notebooks, ``--notebook PATH`` one other notebook in place of the one of its
+name (``choose``). Grading refuses a package that is not a fresh export of the chosen
+notebooks and names the command to run (``require_fresh_export``).
 
-Scores are kept in ``.tito/workspace.json`` (by module: score, max score, notebook,
-its SHA-1 and the time), read by ``tito module status``.
+Scores are kept in ``.tito/workspace.json`` (by module: score, max score, the notebooks
+and a SHA-1 of their contents, the time), read by ``tito module status``.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib.util
 import json
 import shutil
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -34,13 +39,21 @@ def workspace_dir(module) -> Path:
     return module.project.root / WORKSPACE / module.dirname
 
 
-def workspace_notebook(module) -> Path:
-    """``workspace/NN_name/<notebook name>.py`` (it may not exist yet)."""
-    return workspace_dir(module) / module.notebook.name
+def workspace_module(module):
+    """``module`` with its notebooks read from ``workspace/NN_name/`` (everything else unchanged)."""
+    return dataclasses.replace(module, path=workspace_dir(module))
 
 
-def _sha1(path: Path) -> str:
-    return hashlib.sha1(path.read_bytes()).hexdigest()
+def started(module) -> bool:
+    """True once ``tito module start`` wrote the main notebook into the workspace."""
+    return workspace_module(module).notebook.is_file()
+
+
+def _sha1(paths: list[Path]) -> str:
+    h = hashlib.sha1()
+    for p in paths:
+        h.update(p.name.encode() + b"\0" + p.read_bytes() + b"\0")
+    return h.hexdigest()
 
 
 def sync_pair(project, py: Path) -> bool:
@@ -68,14 +81,41 @@ def sync_pair(project, py: Path) -> bool:
     return True
 
 
-def choose_notebook(module, solution: bool = False, notebook: str | None = None,
-                    announce: bool = True) -> Path:
-    """The notebook a command works on.
+@dataclass
+class Source:
+    """The notebooks a command works on: ``module``'s (the instructor's, or the workspace
+    view), with ``notebook`` (from ``--notebook``) in place of the one of its name."""
+
+    module: object
+    notebook: Path | None
+    whose: str
+
+    @property
+    def notebooks(self) -> list[Path]:
+        paths = list(self.module.notebooks)
+        if self.notebook is not None:
+            names = [p.name for p in paths]
+            paths[names.index(self.notebook.name) if self.notebook.name in names else 0] = self.notebook
+        return paths
+
+    @property
+    def export_command(self) -> str:
+        """The ``tito export`` command that exports these notebooks."""
+        n = self.module.number
+        if self.notebook is not None:
+            return f"tito export {n} --notebook {self.module.project.rel(self.notebook)}"
+        if self.whose == "solution" and started(self.module):
+            return f"tito export {n} --solution"
+        return f"tito export {n}"
+
+
+def choose(module, solution: bool = False, notebook: str | None = None, announce: bool = True) -> Source:
+    """The notebooks a command works on.
 
     ``notebook`` (a path) wins, then ``solution`` (the instructor's), then the student
-    workspace if it was started, else the instructor's notebook. Whenever there was a
+    workspace if it was started, else the instructor's notebooks. Whenever there was a
     choice (a workspace exists or a flag was given) it is printed as
-    ``notebook: PATH (whose)``; with no workspace there is only the instructor's.
+    ``notebook: PATH (whose)``; with no workspace there are only the instructor's.
     """
     project = module.project
     if notebook:
@@ -84,41 +124,33 @@ def choose_notebook(module, solution: bool = False, notebook: str | None = None,
             raise UsageError(f"--notebook {notebook}: no such file")
         if path.suffix == ".ipynb":
             raise UsageError(f"--notebook {notebook}: give the jupytext .py of the pair, not the .ipynb")
-        whose = "given with --notebook"
-    elif solution or not workspace_notebook(module).is_file():
-        path = module.require_notebook()
-        whose = "the instructor's solution"
-        announce = announce and (solution or workspace_notebook(module).is_file())
+        source, shown, note = Source(module, path, "given"), [path], "given with --notebook"
+    elif solution or not started(module):
+        source = Source(module, None, "solution")
+        shown, note = module.notebooks, "the instructor's solution"
+        announce = announce and (solution or started(module))
     else:
-        path = workspace_notebook(module)
-        sync_pair(project, path)
-        whose = "your workspace; --solution for the instructor's"
+        ws = workspace_module(module)
+        for py in ws.notebooks:
+            sync_pair(project, py)
+        source = Source(ws, None, "workspace")
+        shown, note = [p for p in ws.notebooks if p.is_file()], "your workspace; --solution for the instructor's"
     if announce:
-        print(f"notebook: {project.rel(path)} ({whose})")
-    return path
+        print(f"notebook: {', '.join(project.rel(p) for p in shown)} ({note})")
+    return source
 
 
-def export_args(module, notebook: Path) -> str:
-    """The ``tito export`` command that exports ``notebook``."""
-    if notebook == workspace_notebook(module):
-        return f"tito export {module.number}"
-    if notebook == module.notebook.resolve() or notebook == module.notebook:
-        flag = " --solution" if workspace_notebook(module).is_file() else ""
-        return f"tito export {module.number}{flag}"
-    return f"tito export {module.number} --notebook {module.project.rel(notebook)}"
-
-
-def require_fresh_export(module, notebook: Path) -> None:
-    """TitoError naming the command to run unless the package is a fresh export of ``notebook``."""
+def require_fresh_export(source: Source) -> None:
+    """TitoError naming the command to run unless the package is a fresh export of ``source``."""
     from tito.export import drift
 
-    stale, _ = drift(module, notebook=notebook)
+    stale, r = drift(source.module, notebook=source.notebook)
     if stale:
-        project = module.project
+        project = source.module.project
         files = ", ".join(f"{project.rel(d.path)} {d.why}" for d in stale[:3])
         more = f" (and {len(stale) - 3} more)" if len(stale) > 3 else ""
-        raise TitoError(f"the package is not an export of {project.rel(notebook)}: {files}{more}.\n"
-                        f"Run `{export_args(module, notebook)}` first, then run this command again.")
+        raise TitoError(f"the package is not an export of {r.sources(project)}: {files}{more}.\n"
+                        f"Run `{source.export_command}` first, then run this command again.")
 
 
 # ----------------------------------------------------------------------------- scores
@@ -136,17 +168,17 @@ def load_scores(project) -> dict:
         return {}
 
 
-def save_score(module, notebook: Path | None, result: dict) -> None:
-    """Remember the score of ``module`` and which notebook (and version of it) it was for."""
+def save_score(source: Source, result: dict) -> None:
+    """Remember the score of the module and which notebooks (and versions of them) it was for."""
     from tito.export import write_atomically
 
-    project = module.project
+    project = source.module.project
+    notebooks = [p for p in source.notebooks if p.is_file()]
     state = load_scores(project)
-    entry = {"score": result["score"], "max_score": result["max_score"],
-             "when": datetime.now(timezone.utc).replace(microsecond=0).isoformat()}
-    if notebook is not None and Path(notebook).is_file():
-        entry.update(notebook=project.rel(notebook), sha1=_sha1(Path(notebook)))
-    state[module.dirname] = entry
+    state[source.module.dirname] = {
+        "score": result["score"], "max_score": result["max_score"],
+        "when": datetime.now(timezone.utc).replace(microsecond=0).isoformat(),
+        "notebooks": [project.rel(p) for p in notebooks], "sha1": _sha1(notebooks)}
     project.state_dir.mkdir(exist_ok=True)
     write_atomically(_state_file(project), json.dumps(state, indent=2, sort_keys=True) + "\n")
 
@@ -154,24 +186,25 @@ def save_score(module, notebook: Path | None, result: dict) -> None:
 # ----------------------------------------------------------------------------- verbs
 
 
-def _write_student_pair(module) -> tuple[Path, Path]:
-    """Write the student notebook into the workspace as a jupytext pair; returns (py, ipynb)."""
+def _write_student_pairs(module) -> list[Path]:
+    """Write every notebook's student version into the workspace as a jupytext pair; returns the .py files."""
     from tito.notebook import stable_ids, write_ipynb, write_py
-    from tito.release import student_notebook
+    from tito.release import student_notebooks
 
-    nb = student_notebook(module)
-    stable_ids(nb)
-    nb.metadata.setdefault("jupytext", {})["formats"] = "ipynb,py:percent"
-    py = workspace_notebook(module)
-    ipynb = py.with_suffix(".ipynb")
-    # the .ipynb first: jupytext refuses a pair whose .ipynb is newer than its text file
-    write_ipynb(nb, ipynb)
-    write_py(nb, py)
-    return py, ipynb
+    written = []
+    for src, nb in student_notebooks(module):
+        stable_ids(nb)
+        nb.metadata.setdefault("jupytext", {})["formats"] = "ipynb,py:percent"
+        py = workspace_dir(module) / src.name
+        # the .ipynb first: jupytext refuses a pair whose .ipynb is newer than its text file
+        write_ipynb(nb, py.with_suffix(".ipynb"))
+        write_py(nb, py)
+        written.append(py)
+    return written
 
 
 def _first_exercise(module, py: Path):
-    """The first stub line of the workspace notebook (a ``Where``), or None."""
+    """The first stub line of the workspace notebook ``py`` (a ``Where``), or None."""
     from tito.feedback import NotebookLines
 
     nbl = NotebookLines(module.project, py)
@@ -183,11 +216,12 @@ def _first_exercise(module, py: Path):
     return None
 
 
-def _next_steps(module, py: Path, ipynb: Path) -> None:
+def _next_steps(module, written: list[Path]) -> None:
     project = module.project
-    first = _first_exercise(module, py)
+    main = written[0]
+    first = _first_exercise(module, main)
     print("next steps:")
-    print(f"  1. open it: jupyter lab {project.rel(ipynb)}")
+    print(f"  1. open it: jupyter lab {project.rel(main.with_suffix('.ipynb'))}")
     if importlib.util.find_spec("jupyterlab") is None or importlib.util.find_spec("jupytext") is None:
         print('     (JupyterLab is not installed here: python -m pip install -e ".[student]")')
     if first is not None:
@@ -196,84 +230,95 @@ def _next_steps(module, py: Path, ipynb: Path) -> None:
               f"({first.short} in the .py) with your code, run the cell and the test cell below it")
     else:
         print("  2. fill in the cells that read `raise NotImplementedError()`")
-    print(f"  3. tito module complete {module.number}: exports your code into the package, runs the "
-          "notebook and the checkpoint, and prints your score with what to fix first")
+    if len(written) > 1:
+        print(f"     then the other notebooks: {', '.join(p.with_suffix('.ipynb').name for p in written[1:])}")
+    print(f"  3. tito module complete {module.number}: exports your code into the package, runs your "
+          "notebooks and the checkpoint, and prints your score with what to fix first")
+
+
+def _workspace_files(module) -> list[Path]:
+    return [p for py in workspace_module(module).notebooks for p in (py, py.with_suffix(".ipynb")) if p.exists()]
 
 
 def start_command(module) -> int:
-    """Write the student notebook into the workspace; refuse if work is already there."""
+    """Write the student notebooks into the workspace; refuse if work is already there."""
     project = module.project
-    py = workspace_notebook(module)
-    existing = [p for p in (py, py.with_suffix(".ipynb")) if p.exists()]
+    existing = _workspace_files(module)
     if existing:
         raise TitoError(f"{', '.join(project.rel(p) for p in existing)} already hold your work: "
                         f"open it, or `tito module reset {module.number}` to back it up and start again")
-    py, ipynb = _write_student_pair(module)
-    print(f"started {module.dirname}: your notebook is {project.rel(ipynb)} "
-          f"(paired with {py.name}; the instructor's {project.rel(module.notebook)} is not touched)")
-    _next_steps(module, py, ipynb)
+    written = _write_student_pairs(module)
+    ipynbs = ", ".join(project.rel(p.with_suffix(".ipynb")) for p in written)
+    print(f"started {module.dirname}: your notebook{'s are' if len(written) > 1 else ' is'} {ipynbs} "
+          f"(each paired with its .py; the instructor's in {project.rel(module.path)}/ are not touched)")
+    _next_steps(module, written)
     return 0
 
 
 def reset_command(module) -> int:
-    """Back the workspace notebook up (timestamped folder), then write a fresh copy."""
+    """Back the workspace notebooks up (timestamped folder), then write fresh copies."""
     project = module.project
-    py = workspace_notebook(module)
-    pair = [p for p in (py, py.with_suffix(".ipynb")) if p.exists()]
-    if pair:
+    existing = _workspace_files(module)
+    if existing:
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        backup = workspace_dir(module) / f"backup-{stamp}"
-        k = 2
+        backup, k = workspace_dir(module) / f"backup-{stamp}", 2
         while backup.exists():
             backup, k = workspace_dir(module) / f"backup-{stamp}-{k}", k + 1
         backup.mkdir(parents=True)
-        for p in pair:
+        for p in existing:
             shutil.copy2(p, backup / p.name)
         print(f"backed up your work to {project.rel(backup)}/")
-    py, ipynb = _write_student_pair(module)
-    print(f"fresh copy written: {project.rel(ipynb)} (paired with {py.name})")
-    _next_steps(module, py, ipynb)
+    written = _write_student_pairs(module)
+    print(f"fresh copies written: {', '.join(project.rel(p.with_suffix('.ipynb')) for p in written)}")
+    _next_steps(module, written)
     return 0
 
 
 def complete_command(module, verbose: bool = False) -> int:
-    """Export the workspace notebook, run it headless, run the checkpoint, print the score.
+    """Export the workspace notebooks, run each headless, run the checkpoint, print the score.
 
-    Exit 0 when the notebook runs without error and the score is full.
+    Exit 0 when every notebook runs without error and the score is full.
     """
     from tito.export import export_command
     from tito.grading import _fmt, first_failure, grade, print_fix_first, print_table
     from tito.kernel import print_run, run_notebook
 
     project = module.project
-    py = workspace_notebook(module)
-    if not py.is_file():
+    if not started(module):
         raise TitoError(f"no workspace for {module.dirname}: run `tito module start {module.number}` first")
-    sync_pair(project, py)
-    print(f"[1/3] export {project.rel(py)} into the package")
-    export_command(module, notebook=py)
-    print("[2/3] run the notebook headless")
-    run = run_notebook(project, py)
-    print_run(run)
+    source = choose(module, announce=False)
+    notebooks = source.notebooks
+    missing = [p for p in notebooks if not p.is_file()]
+    if missing:
+        raise TitoError(f"{', '.join(project.rel(p) for p in missing)} missing from your workspace: "
+                        f"`tito module reset {module.number}` backs up your work and writes every notebook")
+    print(f"[1/3] export {', '.join(project.rel(p) for p in notebooks)} into the package")
+    export_command(source.module)
+    print("[2/3] run your notebook" + ("s" if len(notebooks) > 1 else "") + " headless")
+    runs = []
+    for py in notebooks:
+        runs.append(run_notebook(project, py))
+        print_run(runs[-1])
     print(f"[3/3] checkpoint {project.rel(module.checkpoint_file)}")
-    result = grade(module, notebook=py, verbose=verbose, module_tests=False)
+    result = grade(module, verbose=verbose, module_tests=False)
     print_table(result)
     score, max_score = result["score"], result["max_score"]
     print(f"score: {_fmt(score)}/{_fmt(max_score)}")
-    save_score(module, py, result)
-    if not run.ok and run.frames:
-        where = run.frames[-1]
+    save_score(source, result)
+    failed = next((run for run in runs if not run.ok), None)
+    if failed is not None and failed.frames:
+        where = failed.frames[-1]
         print(f"fix first: the notebook stops at {where.path}:{where.line}"
               + (f" in {where.func}" if where.func else ""))
         print(f"      {where.line} | {where.code.strip()}")
-        print(f"  {run.error.splitlines()[0] if run.error else ''}")
-    elif not run.ok:
-        print("fix first: the notebook does not run to the end (see above)")
+        print(f"  {failed.error.splitlines()[0] if failed.error else ''}")
+    elif failed is not None:
+        print(f"fix first: {project.rel(failed.notebook)} does not run to the end (see above)")
     elif first_failure(result) is not None:
         print_fix_first(first_failure(result))
     else:
         print(f"{module.dirname} complete: full marks")
-    return 0 if run.ok and score == max_score else 1
+    return 0 if failed is None and score == max_score else 1
 
 
 def status_command(project, module=None) -> int:
@@ -281,19 +326,18 @@ def status_command(project, module=None) -> int:
     from tito.export import drift
 
     scores = load_scores(project)
-    mods = [module] if module else project.modules()
     rows = []
-    for mod in mods:
-        py = workspace_notebook(mod)
-        started = project.rel(py) if py.is_file() else f"no (tito module start {mod.number})"
+    for mod in [module] if module else project.modules():
+        ws = workspace_module(mod)
+        is_started = started(mod)
+        started_col = project.rel(ws.notebook) if is_started else f"no (tito module start {mod.number})"
         try:
-            holds = "?"
-            if py.is_file() and not drift(mod, notebook=py)[0]:
+            if is_started and not drift(ws)[0]:
                 holds = "your notebook (in sync)"
-            elif mod.notebook.is_file() and not drift(mod)[0]:
+            elif not drift(mod)[0]:
                 holds = "the instructor's solution"
             else:
-                holds = f"out of date: tito export {mod.number}" if py.is_file() else "out of date"
+                holds = f"out of date: tito export {mod.number}" if is_started else "out of date"
         except TitoError as e:
             holds = f"cannot export: {str(e).splitlines()[0]}"
         entry = scores.get(mod.dirname)
@@ -301,11 +345,11 @@ def status_command(project, module=None) -> int:
             score = "never graded"
         else:
             score = f"{entry['score']:g}/{entry['max_score']:g} ({entry['when']}"
-            nb = project.root / entry.get("notebook", "")
-            if entry.get("sha1") and nb.is_file() and _sha1(nb) != entry["sha1"]:
+            paths = [project.root / p for p in entry.get("notebooks", [])]
+            if paths and (not all(p.is_file() for p in paths) or _sha1(paths) != entry.get("sha1")):
                 score += ", notebook changed since"
             score += ")"
-        rows.append((mod.dirname, started, holds, score))
+        rows.append((mod.dirname, started_col, holds, score))
     head = ("module", "started", "package holds", "last score")
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head[:3])]
     for r in [head, *rows]:

@@ -8,7 +8,7 @@ import sys
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from tito.feedback import NotebookLines, from_pytest_output, shorten
+from tito.feedback import PackageLines, from_pytest_output, shorten
 from tito.project import Project
 
 NB = "modules/99_demo/demo_dev.py"
@@ -17,7 +17,7 @@ PKG = "tinytorch/optimization/demo.py"
 
 def test_every_exported_line_maps_back_to_its_notebook_line(tito, project):
     assert tito("export", "99").returncode == 0
-    nbl = NotebookLines(Project.find(project), project / NB)
+    lines = PackageLines(Project.find(project))
     notebook = (project / NB).read_text().split("\n")
     package = (project / PKG).read_text().split("\n")
     first_cell = next(i for i, line in enumerate(package) if re.match(r"^# %% \S+ #", line) and "auto" not in line)
@@ -25,20 +25,32 @@ def test_every_exported_line_maps_back_to_its_notebook_line(tito, project):
     for k in range(first_cell + 1, len(package)):
         if package[k].startswith("# %% ") or not package[k].strip():
             continue
-        where = nbl.from_package(project / PKG, k + 1)
+        where = lines.locate(project / PKG, k + 1)
         assert where is not None, package[k]
         assert notebook[where.line - 1] == package[k] == where.code  # the same line of code, found by number
         mapped += 1
     assert mapped >= 8
-    where = nbl.from_package(project / PKG, package.index("        return np.minimum(np.maximum(x, self.lo), self.hi)") + 1)
+    where = lines.locate(project / PKG, package.index("        return np.minimum(np.maximum(x, self.lo), self.hi)") + 1)
     assert where.func == "Clipper.__call__" and where.path == NB
 
 
-def test_lines_outside_any_cell_do_not_map(tito, project):
+def test_lines_outside_cells_or_of_a_changed_notebook_do_not_map(tito, project):
     assert tito("export", "99").returncode == 0
-    nbl = NotebookLines(Project.find(project), project / NB)
-    assert nbl.from_package(project / PKG, 1) is None            # the module docstring
-    assert nbl.from_package(project / PKG, 10_000) is None
+    lines = PackageLines(Project.find(project))
+    assert lines.locate(project / PKG, 1) is None            # the module docstring
+    assert lines.locate(project / PKG, 10_000) is None
+    line = (project / PKG).read_text().split("\n").index("        return np.minimum(np.maximum(x, self.lo), self.hi)") + 1
+    p = project / NB
+    p.write_text(p.read_text().replace("np.minimum(np.maximum(x, self.lo), self.hi)", "np.clip(x, self.lo, self.hi)"))
+    assert PackageLines(Project.find(project)).locate(project / PKG, line) is None  # that cell is gone
+
+
+def test_a_workspace_export_maps_to_the_workspace_notebook(tito, project):
+    assert tito("module", "start", "99").returncode == 0
+    assert tito("export", "99").returncode == 0
+    text = (project / PKG).read_text().split("\n")
+    where = PackageLines(Project.find(project)).locate(project / PKG, text.index("    raise NotImplementedError()") + 1)
+    assert where.path == "workspace/99_demo/demo_dev.py" and where.func == "scale"
 
 
 def test_pytest_failure_is_located_in_the_notebook(tito, project):
@@ -49,7 +61,7 @@ def test_pytest_failure_is_located_in_the_notebook(tito, project):
                           "tests/checkpoints/checkpoint_99_demo.py::test_can_clip"], cwd=project,
                          env=dict(os.environ, PYTHONPATH=str(project)), capture_output=True, text=True)
     assert run.returncode == 1
-    where = from_pytest_output(run.stdout, Project.find(project), NotebookLines(Project.find(project), p))
+    where = from_pytest_output(run.stdout, Project.find(project))
     assert where.path == NB and where.func == "Clipper.__call__"
     assert where.code.strip() == "return x[0] + None"
     assert p.read_text().split("\n")[where.line - 1] == where.code

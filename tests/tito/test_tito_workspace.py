@@ -187,3 +187,44 @@ def test_status_before_start(tito, project):
     assert tito("export", "99").returncode == 0
     row = next(line for line in tito("module", "status").stdout.splitlines() if line.startswith("99_demo"))
     assert "the instructor's solution" in row
+
+
+def test_a_module_with_two_notebooks(tito, project):
+    """Every notebook of the module goes into the workspace and is exported, run and graded."""
+    import shutil
+
+    shutil.copytree(project / "extra_modules/98_multi", project / "modules/98_multi")
+    yml = project / "modules/98_multi/module.yaml"
+    yml.write_text(yml.read_text() + "notebooks: [multi_dev.py, multi_more_dev.py]\n")
+    more = project / "modules/98_multi/multi_more_dev.py"
+    body = "    return np.asarray(x, dtype=float) / max_abs(x)\n"
+    more.write_text(more.read_text().replace(body, f"    ### BEGIN SOLUTION\n{body}    ### END SOLUTION\n"))
+    (project / "tests/checkpoints/checkpoint_98_multi.py").write_text(
+        "import numpy as np\n\nfrom tinytorch.optimization.multi.robust import unit_max\n\n"
+        "POINTS = {'test_unit_max': 4}\n\n\n"
+        "def test_unit_max():\n    assert np.allclose(unit_max([2.0, -8.0]), [0.25, -1.0])\n")
+    solutions = {p: p.read_bytes() for p in (project / "modules/98_multi").glob("*_dev.py")}
+
+    r = tito("module", "start", "98")
+    assert r.returncode == 0, r.stderr
+    ws = project / "workspace/98_multi"
+    assert sorted(p.name for p in ws.iterdir()) == ["multi_dev.ipynb", "multi_dev.py",
+                                                    "multi_more_dev.ipynb", "multi_more_dev.py"]
+    assert "then the other notebooks: multi_more_dev.ipynb" in r.stdout
+
+    r = tito("module", "complete", "98")
+    assert r.returncode == 1
+    stub = (ws / "multi_more_dev.py").read_text().split("\n").index("    raise NotImplementedError()") + 1
+    assert "notebook OK" in r.stdout  # multi_dev.py has nothing to write
+    assert f"called workspace/98_multi/multi_more_dev.py:{stub} in unit_max" in r.stdout
+    assert re.search(r"^test_unit_max +0/4 +FAIL +unit_max is not written yet \(multi_more_dev\.py:%d\)" % stub,
+                     r.stdout, re.M), r.stdout
+    assert "File to edit: ../../../workspace/98_multi/multi_more_dev.py" in \
+        (project / "tinytorch/optimization/multi/robust.py").read_text()
+
+    p = ws / "multi_more_dev.py"
+    p.write_text(p.read_text().replace("    # YOUR CODE HERE\n    raise NotImplementedError()\n", body))
+    r = tito("module", "complete", "98")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.count("notebook OK") == 2 and "score: 4/4" in r.stdout
+    assert {p: p.read_bytes() for p in (project / "modules/98_multi").glob("*_dev.py")} == solutions
