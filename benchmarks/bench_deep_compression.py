@@ -66,7 +66,7 @@ def pipeline_runs(name: str, cfg: dict, seeds, test_loader) -> dict:
         report = deep_compress(load_pretrained(name), train_loader, test_loader, **cfg)
         runs.append({"seed": seed, "seconds": round(watch(), 2), "stages": report.rows,
                      "ratio": report.ratio, "accuracy_drop": report.accuracy_drop})
-        common.log(f"  pipeline seed {seed}: {report.ratio:.1f}x, drop {100 * report.accuracy_drop:+.2f} pts "
+        common.log(f"  pipeline seed {seed}: {report.ratio:.1f}x, drop {pts(report.accuracy_drop)} "
                    f"({watch():.1f} s)")
     stages = [{"stage": row["stage"], **{key: float(np.mean([run["stages"][i][key] for run in runs]))
                                          for key in ("bytes", "ratio", "accuracy", "bits per weight")}}
@@ -120,19 +120,29 @@ def sweep_means(records: list, dense_bytes: int) -> list:
     return rows
 
 
+def pts(drop: float) -> str:
+    """An accuracy drop in points, e.g. "+0.28 pts" (never "-0.00")."""
+    return f"{round(100 * drop, 2) + 0.0:+.2f} pts"
+
+
 def plot(results: dict, out, quick: bool) -> None:
     fig, axes = common.figure(ncols=3, width=5.4, height=4.4)
-    for name, r in results.items():
-        stages = [s for s in r["pipeline"]["stages"]]
-        axes[0].plot([s["bytes"] for s in stages], [100 * s["accuracy"] for s in stages], "o-", label=name.upper())
-        for s in stages:
-            axes[0].annotate(s["stage"].split(",")[0].split(" (")[0], (s["bytes"], 100 * s["accuracy"]),
-                             fontsize=6, rotation=25, textcoords="offset points", xytext=(2, 3))
-    axes[0].set_xscale("log")
-    axes[0].set_xlabel("bytes (mean of seeds, log scale)")
-    axes[0].set_ylabel("test accuracy (%)")
-    axes[0].set_title("pipeline, stage by stage")
-    axes[0].legend()
+    ax, height = axes[0], 0.38
+    names = list(results)
+    labels = [s["stage"] for s in results[names[0]]["pipeline"]["stages"]]
+    for i, name in enumerate(names):
+        stages = results[name]["pipeline"]["stages"]
+        y = np.arange(len(stages)) + (i - 0.5) * height
+        ax.barh(y, [s["bytes"] for s in stages], height=height, label=name.upper())
+        for yy, s in zip(y, stages):
+            ax.text(s["bytes"] * 1.05, yy, f"{s['ratio']:.1f}x, {100 * s['accuracy']:.1f}%", va="center", fontsize=6)
+    ax.set_yticks(np.arange(len(labels)), labels, fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xscale("log")
+    ax.set_xlim(right=ax.get_xlim()[1] * 4)
+    ax.set_xlabel("bytes, mean of seeds (log scale); labels: ratio, accuracy")
+    ax.set_title("pipeline, stage by stage")
+    ax.legend(fontsize=8, loc="lower right")
     for ax, (name, r) in zip(axes[1:], results.items()):
         for sparsity in sorted({row["sparsity"] for row in r["sweep_means"]}):
             rows = [row for row in r["sweep_means"] if row["sparsity"] == sparsity]
@@ -146,7 +156,8 @@ def plot(results: dict, out, quick: bool) -> None:
         ax.set_xlabel("ratio: dense float32 bytes / coded bytes")
         ax.set_ylabel("accuracy drop (points, mean of seeds)")
         ax.set_title(f"{name.upper()}: bit widths (labels) and sparsities")
-        ax.legend(fontsize=8)
+        if r["sweep_means"]:
+            ax.legend(fontsize=8)
     common.save_figure(fig, out, NAME, quick)
 
 
@@ -172,7 +183,7 @@ def run(quick: bool, out) -> dict:
         final = next(s for s in p["stages"] if s["stage"] == "Huffman-coded")
         file_row = next(s for s in p["stages"] if s["stage"].startswith(".npz"))
         measured = (f"{p['ratio']:.1f}x ({final['bytes']:,.0f} of {r['dense_bytes']:,} bytes), accuracy drop "
-                    f"{100 * p['accuracy_drop']:+.2f} pts (mean of {len(p['runs'])} seeds; "
+                    f"{pts(p['accuracy_drop'])} (mean of {len(p['runs'])} seeds; "
                     f"{c['sparsity']:.0%} sparse, {c['bits']}-bit codebooks)")
         headlines.append(common.headline(f"{name.upper()} deep_compress, Huffman-coded", measured))
         headlines.append(common.headline(f"{name.upper()} the same model as a .npz file (save_compressed)",
@@ -182,8 +193,8 @@ def run(quick: bool, out) -> dict:
         headlines.append(common.headline(
             f"{name.upper()} sweep: best ratio within 1 point",
             "none within 1 point" if best is None else
-            f"{best['ratio']:.1f}x at {best['sparsity']:.0%} sparsity, {best['bits']} bits "
-            f"(drop {100 * best['accuracy_drop']:+.2f} pts, mean of {best['seeds']} seeds)"))
+            f"{best['ratio']:.1f}x at {best['sparsity']:.0%} sparsity, {best['bits']}-bit codebooks "
+            f"(drop {pts(best['accuracy_drop'])}, mean of {best['seeds']} seeds)"))
         targets.append(common.target(f"{name.upper()}: >= 40x fewer bytes than dense float32 within 1 point "
                                      "(Deep Compression, mean of 3 seeds)", measured,
                                      p["ratio"] >= TARGET_RATIO and p["accuracy_drop"] <= MAX_DROP + 1e-9))

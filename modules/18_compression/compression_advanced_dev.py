@@ -73,15 +73,15 @@ import numpy as np
 from tinytorch.core import Linear, Module, evaluate, format_table
 from tinytorch.optimization.compression.checks import check_choice, check_fraction, check_int, check_loader
 from tinytorch.optimization.compression.csr import CSRMatrix, _narrowest_uint
-from tinytorch.optimization.compression.huffman import (absolute_positions, huffman_code_lengths, huffman_decode,
-                                                        huffman_encode, relative_positions)
+from tinytorch.optimization.compression.huffman import absolute_positions, huffman_code_lengths, huffman_decode
+from tinytorch.optimization.compression.huffman import huffman_encode, relative_positions
 from tinytorch.optimization.compression.io import compressed_file_size
 from tinytorch.optimization.compression.metrics import PRUNABLE, count_params, prunable_layers
 from tinytorch.optimization.compression.pruning import fine_tune, progressive_prune
-from tinytorch.optimization.compression.sparse import (SparseConv2d, SparseLinear, model_nbytes_compressed,
-                                                       sparse_layers, to_sparse)
-from tinytorch.optimization.compression.weight_sharing import (KMEANS_INITS, SharedWeight, _layer_bits,
-                                                               fine_tune_centroids, share_weights)
+from tinytorch.optimization.compression.sparse import SparseConv2d, SparseLinear, model_nbytes_compressed
+from tinytorch.optimization.compression.sparse import sparse_layers, to_sparse
+from tinytorch.optimization.compression.weight_sharing import KMEANS_INITS, SharedWeight, _layer_bits
+from tinytorch.optimization.compression.weight_sharing import fine_tune_centroids, share_weights
 
 # %%
 # Notebook-only setup: data, the pretrained models, the exported package (for files).
@@ -173,7 +173,7 @@ for name, layer in prunable_layers(pruned_mlp).items():
 #    its place), and repeat 2-3 until no assignment changes.
 #
 # The assignment is where a naive implementation crawls: a (weights x centroids) distance
-# matrix has 70,000 x 256 entries for the CNN's big layer. In one dimension there is a
+# matrix would have 73,728 x 256 entries for the CNN's big layer (before pruning) at 8 bits. In one dimension there is a
 # better way: with the centroids **sorted**, a value belongs to centroid j exactly when it
 # lies between the midpoints `(c[j-1] + c[j]) / 2` and `(c[j] + c[j+1]) / 2`, so one binary
 # search per value (`np.searchsorted` over the k-1 midpoints) assigns everything. A value
@@ -518,9 +518,9 @@ print(f"lowest error on the largest weights at 3 bits: {lowest} initialisation")
 #
 # $$\frac{\partial L}{\partial c_j} = \sum_{i \,:\, \text{code}_i = j} \frac{\partial L}{\partial w_i},$$
 #
-# the sum of the gradients of the weights in cluster j (the paper's equation 3, its
-# Figure 3 draws it as "group by index, reduce"). With the codes as an integer array that is
-# one `np.bincount(codes, weights=grads, minlength=k)`.
+# the sum of the gradients of the weights in cluster j (the paper draws it as "group the
+# gradients by cluster index, then reduce"). With the codes as an integer array that is one
+# `np.bincount(codes, weights=grads, minlength=k)`.
 #
 # `CentroidOptimizer` plugs this into the main lesson's training loop. It looks like an
 # optimizer (`zero_grad`, `step`, `params`): each step it turns every shared layer's weight
@@ -1427,8 +1427,11 @@ class DeepCompressionReport:
     shared: dict = field(repr=False, default_factory=dict)
 
     def row(self, stage: str) -> dict:
-        """The first row whose stage name starts with `stage`."""
-        return next(r for r in self.rows if r["stage"].startswith(stage))
+        """The first row whose stage name starts with `stage` (KeyError if none does)."""
+        for r in self.rows:
+            if r["stage"].startswith(stage):
+                return r
+        raise KeyError(f"no stage starts with {stage!r}; the stages are {[r['stage'] for r in self.rows]}")
 
     @property
     def ratio(self) -> float:
@@ -1605,6 +1608,11 @@ for name, report in reports.items():
                     "accuracy drop": f"{100 * drop:+.2f} pts",
                     "40x within 1 point": "met" if report.ratio >= 40 and drop <= 0.01 + 1e-9 else "NOT met"})
 print(format_table(summary))
+for name, report in reports.items():
+    members = 1 + len(list(report.model.parameters())) + len(CODED_FIELDS) * len(report.shared)
+    overhead = report.row(".npz")["bytes"] - report.row("Huffman")["bytes"]
+    print(f"{name}: the .npz file holds {members} arrays (with the JSON architecture): {overhead:,} bytes of "
+          f"headers and description, {overhead / members:.0f} per array")
 if HAS_MATPLOTLIB:
     fig, ax = plt.subplots(figsize=(7, 3.5))
     for name, report in reports.items():
@@ -1622,13 +1630,13 @@ if HAS_MATPLOTLIB:
 
 # %% [markdown]
 # **Reading the tables.** Pruning does the heavy lifting on the *count* of weights, but a
-# float32 CSR weight costs 40-48 bits (value plus column plus a share of the row pointers).
-# Weight sharing cuts the value to a few bits, and relative positions cut the column to a
-# few more; Huffman coding then takes another slice off both, most on the positions of the
-# big, very sparse layers, whose gaps follow a skewed distribution. On models this small the
-# fixed costs show: the float32 biases, the codebooks and the code length tables are a
-# visible share of the total (they are counted), and the `.npz` container adds a few hundred
-# bytes per array, which is why the file ratio trails the coded ratio. Compare the last
+# float32 CSR weight still costs more than its 32 bits (value, column and a share of the
+# row pointers: the "bits per weight" column). Weight sharing cuts the value to a few bits,
+# relative positions cut the column to a few more, and Huffman coding takes a slice off
+# both streams (the per-layer tables). On models this small the fixed costs show: the
+# float32 biases, the codebooks and the code length tables are a visible share of the total
+# (they are counted), and the `.npz` container adds its headers for every array, which is
+# why the file ratio trails the coded ratio (the line under the summary measures it). Compare the last
 # column of the summary with the paper's 40x for LeNet-300-100 and 39x for LeNet-5; the
 # benchmark (`docs/results/`) reports the same targets over three seeds and every bit width.
 #

@@ -500,6 +500,8 @@ def test_deep_compress_stages_and_bookkeeping(tmp_path):
     assert report.accuracy_drop == pytest.approx(report.rows[0]["accuracy"] - evaluate(coded, loader))
     weight_bytes = recount - 42 * 4
     assert report.row("Huffman")["bits per weight"] == pytest.approx(8 * weight_bytes / round(0.25 * weights))
+    with pytest.raises(KeyError, match="Huffman-coded"):
+        report.row("arithmetic coding")
 
 
 def test_deep_compress_refuses_bad_arguments_before_training():

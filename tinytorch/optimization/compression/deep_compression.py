@@ -7,7 +7,7 @@ __all__ = ['SPANS', 'CODED_FIELDS', 'prune_and_retrain', 'code_lengths_for', 'st
            'shared_from_csr', 'shared_to_csr', 'SharedLinear', 'SharedConv2d', 'to_shared', 'coded_nbytes',
            'DeepCompressionReport', 'deep_compress']
 
-# %% ../../../modules/18_compression/compression_advanced_dev.py #19475b84
+# %% ../../../modules/18_compression/compression_advanced_dev.py #8d398dbb
 import copy
 from dataclasses import dataclass, field
 
@@ -16,15 +16,15 @@ import numpy as np
 from ...core import Linear, Module, evaluate, format_table
 from .checks import check_choice, check_fraction, check_int, check_loader
 from .csr import CSRMatrix, _narrowest_uint
-from .huffman import (absolute_positions, huffman_code_lengths, huffman_decode,
-                                                        huffman_encode, relative_positions)
+from .huffman import absolute_positions, huffman_code_lengths, huffman_decode
+from .huffman import huffman_encode, relative_positions
 from .io import compressed_file_size
 from .metrics import PRUNABLE, count_params, prunable_layers
 from .pruning import fine_tune, progressive_prune
-from .sparse import (SparseConv2d, SparseLinear, model_nbytes_compressed,
-                                                       sparse_layers, to_sparse)
-from .weight_sharing import (KMEANS_INITS, SharedWeight, _layer_bits,
-                                                               fine_tune_centroids, share_weights)
+from .sparse import SparseConv2d, SparseLinear, model_nbytes_compressed
+from .sparse import sparse_layers, to_sparse
+from .weight_sharing import KMEANS_INITS, SharedWeight, _layer_bits
+from .weight_sharing import fine_tune_centroids, share_weights
 
 # %% ../../../modules/18_compression/compression_advanced_dev.py #08cc11d7
 def prune_and_retrain(model: Module, train_loader, sparsity: float = 0.95, steps: int = 10,
@@ -241,7 +241,7 @@ def coded_nbytes(model: Module, huffman: bool = True) -> int:
             total += layer.stored_weight.nbytes
     return int(total)
 
-# %% ../../../modules/18_compression/compression_advanced_dev.py #4bb1450f
+# %% ../../../modules/18_compression/compression_advanced_dev.py #5db79d33
 @dataclass
 class DeepCompressionReport:
     """What deep_compress measured: `rows` (one dict per stage: "stage", "nonzero weights",
@@ -255,8 +255,11 @@ class DeepCompressionReport:
     shared: dict = field(repr=False, default_factory=dict)
 
     def row(self, stage: str) -> dict:
-        """The first row whose stage name starts with `stage`."""
-        return next(r for r in self.rows if r["stage"].startswith(stage))
+        """The first row whose stage name starts with `stage` (KeyError if none does)."""
+        for r in self.rows:
+            if r["stage"].startswith(stage):
+                return r
+        raise KeyError(f"no stage starts with {stage!r}; the stages are {[r['stage'] for r in self.rows]}")
 
     @property
     def ratio(self) -> float:
