@@ -186,21 +186,39 @@ def save_score(source: Source, result: dict) -> None:
 # ----------------------------------------------------------------------------- verbs
 
 
-def _write_student_pairs(module) -> list[Path]:
-    """Write every notebook's student version into the workspace as a jupytext pair; returns the .py files."""
-    from tito.notebook import stable_ids, write_ipynb, write_py
+def _handouts(module) -> list[tuple[Path, object]]:
+    """``(workspace .py path, student notebook)`` for every notebook of the module, as
+    ``tito module start`` writes them (a jupytext pair with stable cell ids)."""
+    from tito.notebook import stable_ids
     from tito.release import student_notebooks
 
-    written = []
+    out = []
     for src, nb in student_notebooks(module):
         stable_ids(nb)
         nb.metadata.setdefault("jupytext", {})["formats"] = "ipynb,py:percent"
-        py = workspace_dir(module) / src.name
+        out.append((workspace_dir(module) / src.name, nb))
+    return out
+
+
+def _write_student_pairs(module) -> list[Path]:
+    """Write every notebook's student version into the workspace as a jupytext pair; returns the .py files."""
+    from tito.notebook import write_ipynb, write_py
+
+    written = []
+    for py, nb in _handouts(module):
         # the .ipynb first: jupytext refuses a pair whose .ipynb is newer than its text file
         write_ipynb(nb, py.with_suffix(".ipynb"))
         write_py(nb, py)
         written.append(py)
     return written
+
+
+def untouched(module) -> set[Path]:
+    """The workspace notebooks that are still exactly the handout (nothing written yet)."""
+    import jupytext
+
+    return {py for py, nb in _handouts(module)
+            if py.is_file() and py.read_text(encoding="utf-8") == jupytext.writes(nb, fmt="py:percent")}
 
 
 def _first_exercise(module, py: Path):
@@ -277,7 +295,8 @@ def reset_command(module) -> int:
 def complete_command(module, verbose: bool = False) -> int:
     """Export the workspace notebooks, run each headless, run the checkpoint, print the score.
 
-    Exit 0 when every notebook runs without error and the score is full.
+    A notebook still exactly as handed out is not run (it would stop at its first
+    exercise). Exit 0 when every notebook that ran ran without error and the score is full.
     """
     from tito.export import export_command
     from tito.grading import _fmt, first_failure, grade, print_fix_first, print_table
@@ -295,8 +314,11 @@ def complete_command(module, verbose: bool = False) -> int:
     print(f"[1/3] export {', '.join(project.rel(p) for p in notebooks)} into the package")
     export_command(source.module)
     print("[2/3] run your notebook" + ("s" if len(notebooks) > 1 else "") + " headless")
-    runs = []
+    runs, handouts = [], untouched(module) if source.whose == "workspace" else set()
     for py in notebooks:
+        if py in handouts:  # it would stop at its first exercise: nothing to learn from running it
+            print(f"{project.rel(py)}: not started (still the handout), not run")
+            continue
         runs.append(run_notebook(project, py))
         print_run(runs[-1])
     print(f"[3/3] checkpoint {project.rel(module.checkpoint_file)}")

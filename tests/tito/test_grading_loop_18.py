@@ -25,8 +25,9 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-NOTEBOOK = "modules/18_compression/compression_dev.py"
-WORKSPACE = "workspace/18_compression/compression_dev.py"
+MODULE_DIR = "modules/18_compression"
+NOTEBOOK = f"{MODULE_DIR}/compression_dev.py"             # the main lesson (the mistakes below live there)
+WORKSPACE = "workspace/18_compression"
 CHECKPOINT = "tests/checkpoints/checkpoint_18_compression.py"
 ASSIGNMENT = "18_compression"
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
@@ -143,10 +144,14 @@ def autograde(tmp_path_factory):
     released = nbgrader(course, root, "generate_assignment", ASSIGNMENT, capture_output=True, text=True,
                         timeout=600)
     assert released.returncode == 0, released.stdout[-3000:] + released.stderr[-3000:]
-    for student, notebook in (("solution", course / "source"), ("untouched", course / "release")):
+    # submissions hold the notebooks with grade cells; nbgrader treats the others as missing (no points)
+    for student, folder in (("solution", course / "source"), ("untouched", course / "release")):
         dest = course / "submitted" / student / ASSIGNMENT
         dest.mkdir(parents=True)
-        shutil.copy(notebook / ASSIGNMENT / "compression.ipynb", dest / "compression.ipynb")
+        for nb in sorted((folder / ASSIGNMENT).glob("*.ipynb")):
+            cells = json.loads((course / "source" / ASSIGNMENT / nb.name).read_text())["cells"]
+            if any(c["metadata"].get("nbgrader", {}).get("grade") for c in cells):
+                shutil.copy(nb, dest / nb.name)
     with open(base / "autograde.log", "w") as log:
         proc = subprocess.Popen([sys.executable, "-m", "nbgrader", "autograde", ASSIGNMENT], cwd=course,
                                 env=dict(os.environ, PYTHONPATH=str(root)), stdout=log, stderr=subprocess.STDOUT)
@@ -162,44 +167,67 @@ def _row(stdout: str, capability: str) -> str:
     return next((ln for ln in stdout.splitlines() if ln.startswith(capability + " ")), "")
 
 
+def graded_notebook(path: Path) -> bool:
+    """True if the notebook has a test function module.yaml maps to a capability."""
+    import yaml
+
+    tests = yaml.safe_load((path.parent / "module.yaml").read_text()).get("notebook_tests", {})
+    defined = re.findall(r"^def (test_\w+)\(", path.read_text(), re.M)
+    return any(tests.get(name) for name in defined)
+
+
+def notebooks(project) -> list[str]:
+    """The module's notebooks (module.yaml ``notebooks``, else the main one), by file name."""
+    import yaml
+
+    meta = yaml.safe_load((project / MODULE_DIR / "module.yaml").read_text())
+    return meta.get("notebooks") or [meta.get("notebook", "compression_dev.py")]
+
+
 def test_student_path(project, autograde):  # autograde: nbgrader starts first and runs alongside
-    solution = (project / NOTEBOOK).read_bytes()
+    names = notebooks(project)
+    solutions = {name: (project / MODULE_DIR / name).read_bytes() for name in names}
     caps = capabilities(project)
     total = sum(caps.values())
     assert len(caps) >= 25 and total > 0
 
     start = tito(project, "module", "start", "18")
     assert start.returncode == 0, start.stderr
-    assert (project / WORKSPACE).is_file() and (project / WORKSPACE).with_suffix(".ipynb").is_file()
+    for name in names:
+        assert (project / WORKSPACE / name).is_file() and (project / WORKSPACE / name).with_suffix(".ipynb").is_file()
     assert "tito module complete 18" in start.stdout
 
-    # the untouched notebook: 0 points, every capability named, the failing line of the student's .py
+    # the untouched notebooks: 0 points, every capability named, the failing line of the student's .py
     first = tito(project, "module", "complete", "18")
     out = first.stdout + first.stderr
     assert first.returncode == 1, out[-3000:]
     assert f"score: 0/{total:g}" in first.stdout, out[-3000:]
     for name, pts in caps.items():
         assert re.match(rf"{name} +0/{pts:g} +FAIL +\S", _row(first.stdout, name)), f"{name}:\n{out[-3000:]}"
-    stops = re.search(rf"^fix first: the notebook stops at {re.escape(WORKSPACE)}:(\d+)", first.stdout, re.M)
-    assert stops, out[-3000:]
-    assert (project / WORKSPACE).read_text().split("\n")[int(stops.group(1)) - 1].strip() == \
+    assert first.stdout.count("not started (still the handout), not run") == len(names)
+    fix = re.search(rf"^fix first: {next(iter(caps))} .*\n  ({re.escape(WORKSPACE)}/\w+\.py):(\d+)", first.stdout, re.M)
+    assert fix, out[-3000:]
+    assert (project / fix.group(1)).read_text().split("\n")[int(fix.group(2)) - 1].strip() == \
         "raise NotImplementedError()"
     assert "TCP without encryption" not in out and "ipykernel" not in out
-    assert (project / NOTEBOOK).read_bytes() == solution
+    assert {name: (project / MODULE_DIR / name).read_bytes() for name in names} == solutions
 
-    # the student fills in every exercise (here: with the solution's code)
-    ws = project / WORKSPACE
-    ws.write_text(fill_from_solution(solution.decode(), ws.read_text()))
+    # the student fills in every exercise of the graded notebooks (here: with the solution's code);
+    # the going-further notebooks without points stay untouched, so complete does not run them
+    graded = [name for name in names if graded_notebook(project / MODULE_DIR / name)]
+    for name in graded:
+        ws = project / WORKSPACE / name
+        ws.write_text(fill_from_solution(solutions[name].decode(), ws.read_text()))
     done = tito(project, "module", "complete", "18")
     assert done.returncode == 0, (done.stdout + done.stderr)[-5000:]
-    assert "notebook OK" in done.stdout and f"score: {total:g}/{total:g}" in done.stdout
+    assert done.stdout.count("notebook OK") == len(graded) and f"score: {total:g}/{total:g}" in done.stdout
     for name, pts in caps.items():
         assert re.match(rf"{name} +{pts:g}/{pts:g} +PASS$", _row(done.stdout, name)), name
-    assert (project / NOTEBOOK).read_bytes() == solution
+    assert {name: (project / MODULE_DIR / name).read_bytes() for name in names} == solutions
 
     status = tito(project, "module", "status", "18")
     row = next(ln for ln in status.stdout.splitlines() if ln.startswith("18_compression"))
-    assert WORKSPACE in row and "your notebook (in sync)" in row and f"{total:g}/{total:g}" in row
+    assert f"{WORKSPACE}/{names[0]}" in row and "your notebook (in sync)" in row and f"{total:g}/{total:g}" in row
 
 
 def test_wrong_implementations_fail_their_capability(project, tmp_path):
@@ -233,24 +261,27 @@ def _needs_nbgrader(autograde):
 def test_nbgrader_accepts_the_course(autograde):
     course, root, _ = _needs_nbgrader(autograde)
     caps = capabilities(root)
-    source = json.loads((course / "source" / ASSIGNMENT / "compression.ipynb").read_text())
-    release = json.loads((course / "release" / ASSIGNMENT / "compression.ipynb").read_text())
-    meta = [c["metadata"].get("nbgrader", {}) for c in source["cells"]]
-    # grade cells are exactly the notebook's test cells, worth the checkpoint's points in total
-    for cell, m in zip(source["cells"], meta):
-        text = "".join(cell["source"])
-        if m.get("grade"):  # setup cells and analyses may assert, but only test cells are graded
-            assert cell["cell_type"] == "code" and re.search(r"^def test_\w+\(", text, re.M), text[:300]
-            assert BEGIN not in text and "#| export" not in text
-        if cell["cell_type"] == "markdown":
-            assert "BEGIN SOLUTION" not in text and "END SOLUTION" not in text
-    assert sum(m.get("points", 0) for m in meta) == sum(caps.values())
-    assert all(m["locked"] for m in meta if m and not m["solution"])
-    # nbgrader's stubs are tito's: the student gets the same code from either path
     assert tito(root, "release", "18", "--out", "handout").returncode == 0
-    ours = json.loads((root / "handout" / "compression_dev.ipynb").read_text())
-    code = [["".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code"] for nb in (release, ours)]
-    assert code[0] == code[1]
+    points = 0
+    for name in notebooks(root):
+        stem = name[: -len("_dev.py")]
+        source = json.loads((course / "source" / ASSIGNMENT / f"{stem}.ipynb").read_text())
+        release = json.loads((course / "release" / ASSIGNMENT / f"{stem}.ipynb").read_text())
+        meta = [c["metadata"].get("nbgrader", {}) for c in source["cells"]]
+        for cell, m in zip(source["cells"], meta):
+            text = "".join(cell["source"])
+            if m.get("grade"):  # setup cells and analyses may assert, but only test cells are graded
+                assert cell["cell_type"] == "code" and re.search(r"^def test_\w+\(", text, re.M), text[:300]
+                assert BEGIN not in text and "#| export" not in text
+            if cell["cell_type"] == "markdown":
+                assert "BEGIN SOLUTION" not in text and "END SOLUTION" not in text
+        assert all(m["locked"] for m in meta if m and not m["solution"])
+        points += sum(m.get("points", 0) for m in meta)
+        # nbgrader's stubs are tito's: the student gets the same code from either path
+        ours = json.loads((root / "handout" / name.replace(".py", ".ipynb")).read_text())
+        code = [["".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code"] for nb in (release, ours)]
+        assert code[0] == code[1], name
+    assert points == sum(caps.values())  # grade cells are worth the checkpoint's points in total
 
 
 def test_nbgrader_autograde_scores_solution_full_and_untouched_zero(autograde):
@@ -262,8 +293,9 @@ def test_nbgrader_autograde_scores_solution_full_and_untouched_zero(autograde):
     with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gradebook:
         solution = gradebook.find_submission(ASSIGNMENT, "solution")
         untouched = gradebook.find_submission(ASSIGNMENT, "untouched")
-        failed = {g.name: (g.score, g.max_score) for g in solution.notebooks[0].grades if g.score != g.max_score}
+        failed = {g.name: (g.score, g.max_score) for nb in solution.notebooks for g in nb.grades
+                  if g.score != g.max_score}
         assert solution.score == solution.max_score == total, f"solution lost points: {failed}"
         assert untouched.max_score == total
-        scored = {g.name: g.score for g in untouched.notebooks[0].grades if g.score}
+        scored = {g.name: g.score for nb in untouched.notebooks for g in nb.grades if g.score}
         assert untouched.score == 0, f"the untouched notebook scored: {scored}"

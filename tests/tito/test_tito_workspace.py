@@ -147,22 +147,26 @@ def test_complete_scores_and_points_at_the_students_line(tito, project):
     out = r.stdout + r.stderr
     assert r.returncode == 1, out
     assert f"exported {WS} -> tinytorch/optimization/demo.py" in out
-    # the notebook stops in the test cell; the failing line is the stub of scale, in the .py
+    assert f"{WS}: not started (still the handout), not run" in out
+    # every capability fails; the message and "fix first" give the stub's line of the .py
     stub_line = (project / WS).read_text().split("\n").index("    raise NotImplementedError()") + 1
-    assert f"notebook FAILED at {WS}:" in out
-    assert f"called {WS}:{stub_line} in scale" in out
-    assert "raise NotImplementedError()" in out
     assert re.search(r"^test_can_scale +0/2 +FAIL +scale is not written yet \(demo_dev\.py:%d\)" % stub_line, out, re.M)
     assert re.search(r"^test_can_clip +0/3 +FAIL +Clipper\.__call__ is not written yet", out, re.M)
     assert "score: 0/5" in out
-    assert f"fix first: the notebook stops at {WS}:{stub_line} in scale" in out
-    assert "ipykernel" not in out and "Cell In[" not in out and "TCP without encryption" not in out
+    assert f"fix first: test_can_scale (2 points)\n  {WS}:{stub_line} in scale\n" in out
 
-    _fill(project, ANSWERS[:1])
+    _fill(project, ANSWERS[:1])  # scale written: the notebook runs and stops in Clipper.__call__
     r = tito("module", "complete", "99")
+    out = r.stdout + r.stderr
     assert r.returncode == 1
-    assert "score: 2/5" in r.stdout
-    assert "Clipper.__call__" in r.stdout.split("fix first:")[1]
+    lines = (project / WS).read_text().split("\n")
+    test_line = lines.index("assert np.allclose(Clipper(0, 1)([-1, 0.5, 2]), [0, 0.5, 1])") + 1
+    stub_line = lines.index("        raise NotImplementedError()") + 1
+    assert f"notebook FAILED at {WS}:{test_line}\n" in out
+    assert f"  called {WS}:{stub_line} in Clipper.__call__\n      {stub_line} | raise NotImplementedError()" in out
+    assert "score: 2/5" in out
+    assert f"fix first: the notebook stops at {WS}:{stub_line} in Clipper.__call__" in out
+    assert "ipykernel" not in out and "Cell In[" not in out and "TCP without encryption" not in out
 
     _fill(project, ANSWERS[1:])
     r = tito("module", "complete", "99")
@@ -215,8 +219,8 @@ def test_a_module_with_two_notebooks(tito, project):
     r = tito("module", "complete", "98")
     assert r.returncode == 1
     stub = (ws / "multi_more_dev.py").read_text().split("\n").index("    raise NotImplementedError()") + 1
-    assert "notebook OK" in r.stdout  # multi_dev.py has nothing to write
-    assert f"called workspace/98_multi/multi_more_dev.py:{stub} in unit_max" in r.stdout
+    assert r.stdout.count("not started (still the handout), not run") == 2
+    assert f"fix first: test_unit_max (4 points)\n  workspace/98_multi/multi_more_dev.py:{stub} in unit_max" in r.stdout
     assert re.search(r"^test_unit_max +0/4 +FAIL +unit_max is not written yet \(multi_more_dev\.py:%d\)" % stub,
                      r.stdout, re.M), r.stdout
     assert "File to edit: ../../../workspace/98_multi/multi_more_dev.py" in \
@@ -226,5 +230,6 @@ def test_a_module_with_two_notebooks(tito, project):
     p.write_text(p.read_text().replace("    # YOUR CODE HERE\n    raise NotImplementedError()\n", body))
     r = tito("module", "complete", "98")
     assert r.returncode == 0, r.stdout + r.stderr
-    assert r.stdout.count("notebook OK") == 2 and "score: 4/4" in r.stdout
+    assert "workspace/98_multi/multi_dev.py: not started" in r.stdout  # nothing to write in it
+    assert r.stdout.count("notebook OK") == 1 and "score: 4/4" in r.stdout
     assert {p: p.read_bytes() for p in (project / "modules/98_multi").glob("*_dev.py")} == solutions
