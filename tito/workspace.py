@@ -131,6 +131,10 @@ def choose(module, solution: bool = False, notebook: str | None = None, announce
         announce = announce and (solution or started(module))
     else:
         ws = workspace_module(module)
+        missing = [py for py in ws.notebooks if not py.is_file()]
+        if missing:
+            raise TitoError(f"{', '.join(project.rel(p) for p in missing)} missing from your workspace: "
+                            f"`tito module start {module.number}` adds it without touching your other notebooks")
         for py in ws.notebooks:
             sync_pair(project, py)
         source = Source(ws, None, "workspace")
@@ -200,12 +204,15 @@ def _handouts(module) -> list[tuple[Path, object]]:
     return out
 
 
-def _write_student_pairs(module) -> list[Path]:
-    """Write every notebook's student version into the workspace as a jupytext pair; returns the .py files."""
+def _write_student_pairs(module, only: set[str] | None = None) -> list[Path]:
+    """Write the student version of every notebook (or of those named in ``only``) into the
+    workspace as a jupytext pair; returns the .py files written."""
     from tito.notebook import write_ipynb, write_py
 
     written = []
     for py, nb in _handouts(module):
+        if only is not None and py.name not in only:
+            continue
         # the .ipynb first: jupytext refuses a pair whose .ipynb is newer than its text file
         write_ipynb(nb, py.with_suffix(".ipynb"))
         write_py(nb, py)
@@ -259,14 +266,20 @@ def _workspace_files(module) -> list[Path]:
 
 
 def start_command(module) -> int:
-    """Write the student notebooks into the workspace; refuse if work is already there."""
+    """Write the student notebooks into the workspace. Never overwrites: with work already
+    there, only notebooks the workspace lacks (added to the module since) are written."""
     project = module.project
     existing = _workspace_files(module)
-    if existing:
+    missing = {py.name for py in workspace_module(module).notebooks
+               if not py.exists() and not py.with_suffix(".ipynb").exists()}
+    if existing and not missing:
         raise TitoError(f"{', '.join(project.rel(p) for p in existing)} already hold your work: "
                         f"open it, or `tito module reset {module.number}` to back it up and start again")
-    written = _write_student_pairs(module)
+    written = _write_student_pairs(module, only=missing if existing else None)
     ipynbs = ", ".join(project.rel(p.with_suffix(".ipynb")) for p in written)
+    if existing:
+        print(f"added to your workspace: {ipynbs} (your other notebooks are kept as they are)")
+        return 0
     print(f"started {module.dirname}: your notebook{'s are' if len(written) > 1 else ' is'} {ipynbs} "
           f"(each paired with its .py; the instructor's in {project.rel(module.path)}/ are not touched)")
     _next_steps(module, written)
@@ -307,10 +320,6 @@ def complete_command(module, verbose: bool = False) -> int:
         raise TitoError(f"no workspace for {module.dirname}: run `tito module start {module.number}` first")
     source = choose(module, announce=False)
     notebooks = source.notebooks
-    missing = [p for p in notebooks if not p.is_file()]
-    if missing:
-        raise TitoError(f"{', '.join(project.rel(p) for p in missing)} missing from your workspace: "
-                        f"`tito module reset {module.number}` backs up your work and writes every notebook")
     print(f"[1/3] export {', '.join(project.rel(p) for p in notebooks)} into the package")
     export_command(source.module)
     print("[2/3] run your notebook" + ("s" if len(notebooks) > 1 else "") + " headless")

@@ -216,6 +216,18 @@ def test_a_module_with_two_notebooks(tito, project):
                                                     "multi_more_dev.ipynb", "multi_more_dev.py"]
     assert "then the other notebooks: multi_more_dev.ipynb" in r.stdout
 
+    # a notebook the workspace lacks (e.g. added to the module later) is added, the rest kept
+    (ws / "multi_dev.py").write_text((ws / "multi_dev.py").read_text() + "\n# my notes\n")
+    for p in ("multi_more_dev.py", "multi_more_dev.ipynb"):
+        (ws / p).unlink()
+    r = tito("export", "98")
+    assert r.returncode == 1 and "workspace/98_multi/multi_more_dev.py missing from your workspace" in r.stderr
+    assert "`tito module start 98` adds it" in r.stderr
+    r = tito("module", "start", "98")
+    assert r.returncode == 0 and "added to your workspace: workspace/98_multi/multi_more_dev.ipynb" in r.stdout
+    assert (ws / "multi_dev.py").read_text().endswith("# my notes\n") and (ws / "multi_more_dev.py").is_file()
+    (ws / "multi_dev.py").write_text((ws / "multi_dev.py").read_text()[: -len("\n# my notes\n")])
+
     r = tito("module", "complete", "98")
     assert r.returncode == 1
     stub = (ws / "multi_more_dev.py").read_text().split("\n").index("    raise NotImplementedError()") + 1
