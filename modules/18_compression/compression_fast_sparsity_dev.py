@@ -396,6 +396,54 @@ test_pattern_masks()
 
 # %% nbgrader={"grade": false, "grade_id": "bsr_matrix", "solution": true}
 #| export optimization.compression.block_sparse
+def _check_block_index(indices: np.ndarray, indptr: np.ndarray, nnzb: int, block_rows: int, block_cols: int) -> None:
+    """ValueError naming the argument unless `indptr` (block_rows + 1 offsets) and `indices`
+    (block columns) describe `nnzb` blocks of a block_rows x block_cols grid."""
+    # TODO: check, each with a ValueError naming the argument: len(indptr) == block_rows + 1;
+    # indptr (as int64) starts at 0, never decreases and ends at len(indices);
+    # nnzb == len(indices); every index lies in [0, block_cols).
+    ### BEGIN SOLUTION
+    if len(indptr) != block_rows + 1:
+        raise ValueError(f"indptr must have length rows // R + 1 = {block_rows + 1}, got {len(indptr)}")
+    ptr = indptr.astype(np.int64)
+    if ptr[0] != 0:
+        raise ValueError(f"indptr must start at 0, got {ptr[0]}")
+    if np.any(np.diff(ptr) < 0):
+        raise ValueError("indptr must be non-decreasing")
+    if ptr[-1] != len(indices):
+        raise ValueError(f"indptr must end at nnzb = len(indices) = {len(indices)}, got {ptr[-1]}")
+    if nnzb != len(indices):
+        raise ValueError(f"data and indices must both have nnzb entries, got {nnzb} and {len(indices)}")
+    if len(indices) and (indices.min() < 0 or indices.max() >= block_cols):
+        raise ValueError(f"indices must lie in [0, cols // C = {block_cols}), got range "
+                         f"[{indices.min()}, {indices.max()}]")
+    ### END SOLUTION
+
+
+def block_ellpack(A: "BSRMatrix") -> tuple:
+    """Block-ELLPACK form (columns, panels) of a BSRMatrix: columns (block rows, K) intp block
+    columns, K = the most blocks in a block row (padding: column 0); panels (block rows, R,
+    K * C) = each block row's blocks side by side (padding blocks: zeros), so block row i of
+    A @ X is panels[i] @ (its K blocks of X's rows, stacked)."""
+    R, C = A.blocksize
+    block_rows = len(A.indptr) - 1
+    lengths = np.diff(A.indptr.astype(np.int64))
+    width = int(lengths.max(initial=0))
+    columns = np.zeros((block_rows, width), dtype=np.intp)
+    blocks = np.zeros((block_rows, width, R, C), dtype=A.data.dtype)
+    # TODO: like ellpack one level up: block k goes to (its block row, its slot =
+    # k - indptr[its block row]); fill `columns` with the indices and `blocks` with the data;
+    # panels = blocks with the slot axis moved next to C ((block rows, R, width, C) via
+    # swapaxes), made contiguous and reshaped to (block rows, R, width * C).
+    ### BEGIN SOLUTION
+    row_of = A.block_row_ids()
+    slot = np.arange(A.nnzb) - np.repeat(A.indptr[:-1].astype(np.int64), lengths)
+    columns[row_of, slot] = A.indices
+    blocks[row_of, slot] = A.data
+    return columns, np.ascontiguousarray(blocks.swapaxes(1, 2)).reshape(block_rows, R, width * C)
+    ### END SOLUTION
+
+
 class BSRMatrix:
     """A sparse (rows, cols) matrix of dense R x C blocks: scipy.sparse.bsr_matrix's arrays.
 
@@ -424,26 +472,7 @@ class BSRMatrix:
             raise ValueError(f"shape {(rows, cols)} must be a multiple of the block size {(R, C)}")
         indices = _as_index_array("indices", indices)
         indptr = _as_index_array("indptr", indptr)
-        block_rows = rows // R
-        # TODO: check, each with a ValueError naming the argument: len(indptr) == block_rows + 1;
-        # indptr (as int64) starts at 0, never decreases and ends at len(indices);
-        # len(data) == len(indices); every index lies in [0, cols // C).
-        ### BEGIN SOLUTION
-        if len(indptr) != block_rows + 1:
-            raise ValueError(f"indptr must have length rows // R + 1 = {block_rows + 1}, got {len(indptr)}")
-        ptr = indptr.astype(np.int64)
-        if ptr[0] != 0:
-            raise ValueError(f"indptr must start at 0, got {ptr[0]}")
-        if np.any(np.diff(ptr) < 0):
-            raise ValueError("indptr must be non-decreasing")
-        if ptr[-1] != len(indices):
-            raise ValueError(f"indptr must end at nnzb = len(indices) = {len(indices)}, got {ptr[-1]}")
-        if len(data) != len(indices):
-            raise ValueError(f"data and indices must both have nnzb entries, got {len(data)} and {len(indices)}")
-        if len(indices) and (indices.min() < 0 or indices.max() >= cols // C):
-            raise ValueError(f"indices must lie in [0, cols // C = {cols // C}), got range "
-                             f"[{indices.min()}, {indices.max()}]")
-        ### END SOLUTION
+        _check_block_index(indices, indptr, len(data), rows // R, cols // C)
         self.data, self.indices, self.indptr = _frozen(data), _frozen(indices), _frozen(indptr)
         self.shape, self.blocksize = (rows, cols), (int(R), int(C))
         self._padded = None  # the padded block rows, built once by padded_block_rows()
@@ -462,14 +491,15 @@ class BSRMatrix:
         # TODO: view W as blocks (rows // R, cols // C, R, C) (reshape to (rows // R, R, cols // C, C),
         # then swap the middle axes); a block is stored if any entry != 0; np.nonzero of that
         # (block rows, block cols) mask gives them in canonical order; data = those blocks;
-        # indptr = [0, cumulative count of stored blocks per block row].
+        # indptr = [0, cumulative count of stored blocks per block row]; return the BSRMatrix
+        # (data as (nnzb, R, C), int32 block columns and indptr).
         ### BEGIN SOLUTION
         blocks = W.reshape(rows // R, R, cols // C, C).swapaxes(1, 2)
         block_row, block_col = np.nonzero((blocks != 0).any(axis=(2, 3)))
         data = blocks[block_row, block_col]
         indptr = np.concatenate([[0], np.cumsum(np.bincount(block_row, minlength=rows // R))])
-        ### END SOLUTION
         return cls(data.reshape(-1, R, C), block_col.astype(np.int32), indptr.astype(np.int32), (rows, cols))
+        ### END SOLUTION
 
     @property
     def nnzb(self) -> int:
@@ -504,29 +534,10 @@ class BSRMatrix:
         return out.swapaxes(1, 2).reshape(rows, cols)
 
     def padded_block_rows(self) -> tuple:
-        """Block-ELLPACK form (columns, panels), built once and cached (read-only):
-        columns (block rows, K) intp block columns, K = the most blocks in a block row
-        (padding: column 0); panels (block rows, R, K * C) = each block row's blocks side by
-        side (padding blocks: zeros), so block row i of A @ X is panels[i] @ (its K blocks
-        of X's rows stacked)."""
+        """The block-ELLPACK form (columns, panels) of `block_ellpack`, built once and cached
+        read-only (the matrix never changes)."""
         if self._padded is None:
-            R, C = self.blocksize
-            block_rows = len(self.indptr) - 1
-            lengths = np.diff(self.indptr.astype(np.int64))
-            width = int(lengths.max(initial=0))
-            columns = np.zeros((block_rows, width), dtype=np.intp)
-            blocks = np.zeros((block_rows, width, R, C), dtype=self.data.dtype)
-            # TODO: like CSRMatrix.padded_rows one level up: block k goes to (its block row,
-            # its slot = k - indptr[its block row]); fill `columns` with the indices and
-            # `blocks` with the data; panels = blocks with the slot axis moved next to C
-            # ((block rows, R, width, C) via swapaxes), reshaped to (block rows, R, width * C).
-            ### BEGIN SOLUTION
-            row_of = self.block_row_ids()
-            slot = np.arange(self.nnzb) - np.repeat(self.indptr[:-1].astype(np.int64), lengths)
-            columns[row_of, slot] = self.indices
-            blocks[row_of, slot] = self.data
-            panels = np.ascontiguousarray(blocks.swapaxes(1, 2)).reshape(block_rows, R, width * C)
-            ### END SOLUTION
+            columns, panels = block_ellpack(self)
             columns.flags.writeable = panels.flags.writeable = False
             self._padded = (columns, panels)
         return self._padded
@@ -599,15 +610,15 @@ def bsr_matmul(A: BSRMatrix, X, gather_budget: int = GATHER_BUDGET) -> np.ndarra
     # TODO: for each group of block rows [start, stop): gathered = buffer[:stop - start],
     # filled with X_slices at columns[start:stop] (np.take along axis 0, out=gathered,
     # mode="wrap"); then np.matmul(panels[start:stop], gathered reshaped to
-    # (stop - start, width * C, batch), out=out[start:stop]).
+    # (stop - start, width * C, batch), out=out[start:stop]); return out as (rows, batch).
     ### BEGIN SOLUTION
     for start in range(0, block_rows, step):
         stop = min(start + step, block_rows)
         gathered = buffer[:stop - start]
         np.take(X_slices, columns[start:stop], axis=0, out=gathered, mode="wrap")
         np.matmul(panels[start:stop], gathered.reshape(stop - start, width * C, batch), out=out[start:stop])
-    ### END SOLUTION
     return out.reshape(rows, batch)
+    ### END SOLUTION
 
 
 def bsr_matvec(A: BSRMatrix, x) -> np.ndarray:
@@ -894,13 +905,13 @@ class BlockSparseLinear(_BlockSparseLayer):
         if data.ndim < 1 or data.shape[-1] != self.in_features:
             raise ValueError(f"BlockSparseLinear expects input (..., {self.in_features}), got {data.shape}")
         # TODO: out = the input as rows of in_features times W.T (the weight's rmatmul_T),
-        # plus the bias if there is one.
+        # plus the bias if there is one; return it as a Tensor of shape (..., out_features).
         ### BEGIN SOLUTION
         out = self.weight.rmatmul_T(data.reshape(-1, self.in_features))
         if self.bias is not None:
             out += self.bias.data
-        ### END SOLUTION
         return Tensor(out.reshape(*data.shape[:-1], self.out_features))
+        ### END SOLUTION
 
     def config(self) -> dict:
         return {"in_features": self.in_features, "out_features": self.out_features,
@@ -978,14 +989,14 @@ def to_block_sparse(model: Module, min_sparsity: float = 0.5, min_fill: float = 
         return _twin(model, *choose_format(model, min_sparsity, min_fill))
     # TODO: for every module of the copy and each of its named children that is a Linear or
     # Conv2d, put _twin(child, *choose_format(child, min_sparsity, min_fill)) in its place
-    # (setattr under the same name keeps the parent's order).
+    # (setattr under the same name keeps the parent's order); return the copy.
     ### BEGIN SOLUTION
     for _, parent in list(model.named_modules()):
         for name, child in list(parent.named_children()):
             if isinstance(child, PRUNABLE):
                 setattr(parent, name, _twin(child, *choose_format(child, min_sparsity, min_fill)))
-    ### END SOLUTION
     return model
+    ### END SOLUTION
 
 
 def layer_formats(model: Module) -> dict:
@@ -1119,7 +1130,8 @@ def prune_then_distill(teacher: Module, ratio: float, train_loader, epochs: int 
         history["val_accuracy"] = []
     # TODO: for each epoch e in range(epochs): set optimizer.lr to the cosine value, train
     # one epoch with distiller.train(train_loader, 1, optimizer, val_loader, verbose), and
-    # append the lr and the epoch's entries of the returned history to `history`.
+    # append the lr and the epoch's entries of the returned history to `history`; finally
+    # put the student in eval mode and return (student, history).
     ### BEGIN SOLUTION
     for epoch in range(epochs):
         optimizer.lr = lr * (1 + math.cos(math.pi * epoch / epochs)) / 2
@@ -1127,9 +1139,9 @@ def prune_then_distill(teacher: Module, ratio: float, train_loader, epochs: int 
         history["lr"].append(optimizer.lr)
         for key, values in epoch_history.items():
             history[key] += values
-    ### END SOLUTION
     student.eval()
     return student, history
+    ### END SOLUTION
 
 # %% [markdown]
 # ### Test: shapes of the pruned student, a frozen teacher, label-only = alpha 0

@@ -12,7 +12,7 @@ from .checks import check_fraction, check_int, check_number
 from .distillation import KnowledgeDistiller
 from .structured import StructuredPruner
 
-# %% ../../../modules/18_compression/compression_fast_sparsity_dev.py #8d945a39
+# %% ../../../modules/18_compression/compression_fast_sparsity_dev.py #ff799a20
 def prune_then_distill(teacher: Module, ratio: float, train_loader, epochs: int = 10, lr: float = 1e-3,
                        temperature: float = 4.0, alpha: float = 0.9, criterion: str = "l1",
                        val_loader=None, verbose: bool = False) -> tuple:
@@ -36,7 +36,8 @@ def prune_then_distill(teacher: Module, ratio: float, train_loader, epochs: int 
         history["val_accuracy"] = []
     # TODO: for each epoch e in range(epochs): set optimizer.lr to the cosine value, train
     # one epoch with distiller.train(train_loader, 1, optimizer, val_loader, verbose), and
-    # append the lr and the epoch's entries of the returned history to `history`.
+    # append the lr and the epoch's entries of the returned history to `history`; finally
+    # put the student in eval mode and return (student, history).
     ### BEGIN SOLUTION
     for epoch in range(epochs):
         optimizer.lr = lr * (1 + math.cos(math.pi * epoch / epochs)) / 2
@@ -44,6 +45,6 @@ def prune_then_distill(teacher: Module, ratio: float, train_loader, epochs: int 
         history["lr"].append(optimizer.lr)
         for key, values in epoch_history.items():
             history[key] += values
-    ### END SOLUTION
     student.eval()
     return student, history
+    ### END SOLUTION
