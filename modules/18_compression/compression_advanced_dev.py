@@ -102,6 +102,11 @@ from tinytorch.optimization.compression import (load_compressed, measure_sparsit
 HAS_MATPLOTLIB = importlib.util.find_spec("matplotlib") is not None
 if HAS_MATPLOTLIB:
     import matplotlib.pyplot as plt
+if importlib.util.find_spec("threadpoolctl") is not None:
+    # every matrix here is small: a second BLAS thread only waits for a core (badly, when the
+    # machine is shared), so this notebook runs BLAS on one thread
+    from threadpoolctl import threadpool_limits
+    threadpool_limits(limits=1, user_api="blas")
 
 train_loader, test_loader = digits_loaders(batch_size=32, seed=0)
 X_test, y_test = load_digits("test")
