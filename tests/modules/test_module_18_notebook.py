@@ -1,6 +1,7 @@
-"""The module notebook is the source of truth: it must run top to bottom in a real Jupyter
-kernel (its inline tests and measured analyses included), and the committed package file
-must be exactly what exporting it produces."""
+"""The module's notebooks are the source of truth: each (the lesson and its going-further
+notebooks, listed in module.yaml) must run top to bottom in a real Jupyter kernel (inline tests
+and measured analyses included), and the committed package must be exactly what exporting them
+produces. Always the instructor's notebooks (--solution), never a student's workspace."""
 import subprocess
 import sys
 from pathlib import Path
@@ -14,10 +15,10 @@ def tito(*args, timeout):
 
 
 def test_exported_package_matches_notebook():
-    result = tito("test", "18_compression", "--check-export", timeout=120)
+    result = tito("test", "18_compression", "--solution", "--check-export", timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_notebook_runs_top_to_bottom_in_a_kernel():
-    result = tito("test", "18_compression", "--notebook-only", timeout=900)
+    result = tito("test", "18_compression", "--solution", "--notebook-only", timeout=900)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
