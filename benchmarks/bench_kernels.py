@@ -15,20 +15,13 @@ Every timing is taken twice, variants interleaved in one process: with BLAS pinn
 thread (threadpoolctl; the figures the ratios and targets use, since dense BLAS on two
 busy cores swings by 100x) and with the process's default threads ("ms_default").
 
-    python -m benchmarks.bench_kernels [--quick] [--out DIR] [--proposal FILE]
-
---proposal FILE times the csr_matvec / csr_matmul / CSRMatrix of a proposed kernels file
-(an importable Python file) instead of the package's, before it is pasted into the notebook.
+    python -m benchmarks.bench_kernels [--quick] [--out DIR]
 """
 from __future__ import annotations
 
-import argparse
-import importlib.util
 import sys
 import time
 import tracemalloc
-from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 
@@ -42,18 +35,6 @@ from . import common
 NAME = "kernels"
 SIZE = 1024
 SEED = 0
-# The kernels being timed: the package's, or a proposal's (main(["--proposal", FILE])).
-KERNELS = SimpleNamespace(source="package", CSRMatrix=compression.CSRMatrix,
-                          csr_matvec=compression.csr_matvec, csr_matmul=compression.csr_matmul)
-
-
-def use_proposal(path: Path) -> None:
-    """Time CSRMatrix, csr_matvec and csr_matmul from the Python file `path` instead."""
-    spec = importlib.util.spec_from_file_location("kernels_proposal", path)
-    proposal = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(proposal)
-    KERNELS.__dict__.update(source=f"proposal {path.name}", CSRMatrix=proposal.CSRMatrix,
-                            csr_matvec=proposal.csr_matvec, csr_matmul=proposal.csr_matmul)
 
 
 def settings(quick: bool) -> dict:
@@ -74,16 +55,16 @@ def random_sparse(rows: int, cols: int, sparsity: float, rng) -> np.ndarray:
 
 def candidates(W: np.ndarray, X: np.ndarray) -> dict:
     """{implementation: zero-argument callable} for y = X @ W.T (see the module docstring)."""
-    A = KERNELS.CSRMatrix.from_dense(W)
+    A = compression.CSRMatrix.from_dense(W)
     XT = np.ascontiguousarray(X.T)
     fns = {"dense": lambda: X @ W.T}
     if X.shape[0] == 1:
         x = np.ascontiguousarray(X[0])
-        fns["csr"] = lambda: KERNELS.csr_matvec(A, x)
+        fns["csr"] = lambda: compression.csr_matvec(A, x)
     else:
-        fns["csr"] = lambda: KERNELS.csr_matmul(A, XT)
+        fns["csr"] = lambda: compression.csr_matmul(A, XT)
         # what A.rmatmul_T(X) (SparseLinear's product) computes, transposes included
-        fns["csr layer"] = lambda: np.ascontiguousarray(KERNELS.csr_matmul(A, np.ascontiguousarray(X.T)).T)
+        fns["csr layer"] = lambda: np.ascontiguousarray(compression.csr_matmul(A, np.ascontiguousarray(X.T)).T)
     if common.has_scipy():
         import scipy.sparse
         S = scipy.sparse.csr_matrix(W)
@@ -148,15 +129,15 @@ def memory(cfg: dict, rng) -> list:
     rows = []
     for sparsity in cfg["memory_sparsities"]:
         W = random_sparse(SIZE, SIZE, sparsity, rng)
-        A = KERNELS.CSRMatrix.from_dense(W)
+        A = compression.CSRMatrix.from_dense(W)
         for batch in (64, 256):
             X = rng.standard_normal((batch, SIZE)).astype(np.float32)
             fns = candidates(W, X)
-            fresh = KERNELS.CSRMatrix.from_dense(W)
+            fresh = compression.CSRMatrix.from_dense(W)
             XT = np.ascontiguousarray(X.T)
             row = {"sparsity": sparsity, "batch": batch, "dense_weight_bytes": int(W.nbytes),
                    "csr_bytes": A.nbytes,
-                   "csr_first_call_peak_bytes": peak_bytes(lambda: KERNELS.csr_matmul(fresh, XT)),
+                   "csr_first_call_peak_bytes": peak_bytes(lambda: compression.csr_matmul(fresh, XT)),
                    "peak_bytes": {name: peak_bytes(fn) for name, fn in fns.items()},
                    "output_bytes": int(batch * SIZE * 4)}
             if common.has_scipy():
@@ -295,8 +276,7 @@ def run(quick: bool, out) -> dict:
             f"dense {r['dense_weight_bytes'] / 1e6:.2f} MB, CSR {r['csr_bytes'] / 1e6:.2f} MB; peak extra memory of "
             f"one batch-64 call: dense {r['peak_bytes']['dense'] / 1e6:.2f} MB, CSR {r['peak_bytes']['csr'] / 1e6:.2f} MB "
             f"(first call, building the padded cache: {r['csr_first_call_peak_bytes'] / 1e6:.2f} MB)"))
-    notes = [f"Kernels timed: {KERNELS.source}.",
-             f"Timings: fastest of {cfg['rounds']} medians of {cfg['repeats']} calls, implementations interleaved, "
+    notes = [f"Timings: fastest of {cfg['rounds']} medians of {cfg['repeats']} calls, implementations interleaved, "
              "once with BLAS pinned to one thread (threadpoolctl; ratios and targets use these) and once with "
              "the default threads (ms_default in the JSON, in brackets above)." if common.has_threadpoolctl() else
              f"Timings: fastest of {cfg['rounds']} medians of {cfg['repeats']} calls, implementations interleaved; "
@@ -351,12 +331,7 @@ def plot(square: list, cross: dict, out, quick: bool) -> None:
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(add_help=False)
-    parser.add_argument("--proposal", type=Path, default=None)
-    known, rest = parser.parse_known_args(argv)
-    if known.proposal is not None:
-        use_proposal(known.proposal)
-    return common.cli_main(sys.modules[__name__], rest)
+    return common.cli_main(sys.modules[__name__], argv)
 
 
 if __name__ == "__main__":

@@ -342,7 +342,10 @@ def test_files_saved_before_the_package_split_still_load(name):
     x = np.random.default_rng(metadata["input_seed"]).standard_normal(metadata["input_shape"]).astype(np.float32)
     model = load_compressed(path)
     assert sparse_layers(model), "the sparse layers must come back sparse"
-    assert np.array_equal(outputs(model, x), np.asarray(metadata["logits"], dtype=np.float32))
+    # the logits were recorded by the old einsum kernel; the current kernels sum in another
+    # order, so the last float32 bits may differ
+    np.testing.assert_allclose(outputs(model, x), np.asarray(metadata["logits"], dtype=np.float32),
+                               rtol=1e-6, atol=1e-6)
 
 
 def test_load_model_refuses_a_core_file_of_a_sparse_model_written_before_the_fix(tmp_path):
@@ -390,9 +393,19 @@ def test_csr_and_kernels_agree_with_scipy_on_awkward_values(case):
     want = ref @ x
     got = csr_matvec(A, x)
     assert got.shape == want.shape
-    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-30, equal_nan=True)
+    assert_within_dot_product_error(got, want, W, x)
     X = np.stack([x, 2 * x], axis=1)
-    np.testing.assert_allclose(A.matmul(X), ref @ X, rtol=1e-5, atol=1e-30, equal_nan=True)
+    assert_within_dot_product_error(A.matmul(X), ref @ X, W, X)
+
+
+def assert_within_dot_product_error(got, want, W, x):
+    """got == want = W @ x up to the error bound of an n-term dot product in any summation
+    order, about n * eps * sum|w_i x_i| per entry (a relative tolerance fails when a row's
+    sum cancels); entries whose bound is NaN or inf (a NaN or inf in the row) must be equal."""
+    atol = 8 * W.shape[1] * np.finfo(W.dtype).eps * (np.abs(W) @ np.abs(x))
+    finite = np.isfinite(atol)
+    assert np.array_equal(got[~finite], want[~finite], equal_nan=True), f"got {got}, scipy {want}"
+    assert np.all(np.abs(got[finite] - want[finite]) <= atol[finite]), f"got {got}, scipy {want}"
 
 
 @settings(max_examples=40, deadline=None)

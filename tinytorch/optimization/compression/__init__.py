@@ -21,8 +21,9 @@ from .pruning import (keep_mask, apply_masks, layer_masks, global_masks, taylor_
 from .structured import (STRUCTURED_CRITERIA, CHANNELWISE, unit_norms, prune_structured,
                          StructuredPruner)
 from .distillation import kd_loss, KnowledgeDistiller, distill_step, distill
-from .csr import (GATHER_BUDGET, QUANT_PER, csr_arrays, csr_to_dense, CSRMatrix, ellpack,
-                  csr_matmul, csr_matvec, int8_arrays, QuantizedCSR)
+from .csr import (GATHER_BUDGET, DENSE_MIN_DENSITY, DENSE_MIN_BATCH, QUANT_PER, csr_arrays,
+                  csr_to_dense, CSRMatrix, ellpack, row_segments, csr_matvec, csr_matmul,
+                  int8_arrays, QuantizedCSR)
 from .sparse import (SPARSE_LAYERS, sparse_linear, sparse_conv2d, SparseLinear, SparseConv2d,
                      sparse_layers, model_nbytes_compressed, to_sparse)
 from .io import (COMPRESSED_FORMAT, COMPRESSED_VERSION, save_compressed, compressed_file_size,
@@ -50,12 +51,13 @@ __all__ = ['PRUNABLE', 'prunable_layers', 'sparsity_report', 'model_flops', 'cou
            'taylor_importance', 'MagnitudePruner', 'prune_magnitude', 'MaskedOptimizer',
            'fine_tune', 'PolynomialSchedule', 'progressive_prune', 'STRUCTURED_CRITERIA',
            'CHANNELWISE', 'unit_norms', 'prune_structured', 'StructuredPruner', 'kd_loss',
-           'KnowledgeDistiller', 'distill_step', 'distill', 'GATHER_BUDGET', 'QUANT_PER',
-           'csr_arrays', 'csr_to_dense', 'CSRMatrix', 'ellpack', 'csr_matmul', 'csr_matvec',
-           'int8_arrays', 'QuantizedCSR', 'SPARSE_LAYERS', 'sparse_linear', 'sparse_conv2d',
-           'SparseLinear', 'SparseConv2d', 'sparse_layers', 'model_nbytes_compressed', 'to_sparse',
-           'COMPRESSED_FORMAT', 'COMPRESSED_VERSION', 'save_compressed', 'compressed_file_size',
-           'load_compressed', 'CompressionReport', 'compress', 'model_summary', 'lottery_ticket',
+           'KnowledgeDistiller', 'distill_step', 'distill', 'GATHER_BUDGET', 'DENSE_MIN_DENSITY',
+           'DENSE_MIN_BATCH', 'QUANT_PER', 'csr_arrays', 'csr_to_dense', 'CSRMatrix', 'ellpack',
+           'row_segments', 'csr_matvec', 'csr_matmul', 'int8_arrays', 'QuantizedCSR',
+           'SPARSE_LAYERS', 'sparse_linear', 'sparse_conv2d', 'SparseLinear', 'SparseConv2d',
+           'sparse_layers', 'model_nbytes_compressed', 'to_sparse', 'COMPRESSED_FORMAT',
+           'COMPRESSED_VERSION', 'save_compressed', 'compressed_file_size', 'load_compressed',
+           'CompressionReport', 'compress', 'model_summary', 'lottery_ticket',
            'sensitivity_analysis', 'sensitivity_targets', 'LAYER_METRICS', 'block_candidates',
            'block_importance', 'prune_layers', 'weight_matrix', 'block_norms', 'block_mask',
            'nm_mask', 'BlockPruner', 'NMPruner', 'BLOCK_SIZES', 'MIN_FILL', 'BLOCK_SPARSE_LAYERS',
