@@ -712,6 +712,15 @@ def test_csr_matvec():
             "csr_matmul differs from the dense product (empty rows? reduceat?)"
         assert np.allclose(A.matvec(x), y) and np.allclose(A.matmul(X), M @ X, atol=1e-5), \
             "the matvec/matmul methods must agree with the kernels"
+    # a batch of 64 columns of a denser matrix takes the dense-panel path (BLAS on row blocks)
+    Wd = rng.standard_normal((50, 40)).astype(np.float32) * (rng.random((50, 40)) < 0.4)
+    Wd[[0, 17, 49]] = 0.0
+    Xd = rng.standard_normal((40, 64)).astype(np.float32)
+    for budget in (C.GATHER_BUDGET, 640):               # 640 values: panels of 16 rows
+        assert np.allclose(C.csr_matmul(C.CSRMatrix.from_dense(Wd), Xd, gather_budget=budget),
+                           Wd.astype(np.float64) @ Xd, atol=1e-4), \
+            f"csr_matmul of a 40% dense matrix with 64 columns (gather_budget={budget}) differs from the " \
+            "dense product: check how the dense panels place each row's values and cover every row block"
 
 
 def test_csr_matmul_bounded_memory():
