@@ -4,7 +4,7 @@ A checkpoint is ``tests/checkpoints/checkpoint_NN_name.py``; each test function 
 capability. ``run`` executes it with pytest (JUnit XML report) and stores the outcome in
 ``.tito/checkpoints.json`` at the project root (keyed by module directory name, with a
 UTC timestamp). ``status`` only reads that file. ``run`` is refused unless the package is
-a fresh export of the notebook in use (``tito.workspace.choose_notebook``).
+a fresh export of the notebooks in use (``tito.workspace.choose``).
 """
 from __future__ import annotations
 
