@@ -21,10 +21,15 @@ def doctor_command(project) -> int:
     ok = True
     print(f"project root: {project.root}")
     print(f"python      : {platform.python_version()} ({sys.executable})")
-    for dist, needed in (("numpy", True), ("jupytext", True), ("nbdev", True), ("pytest", True),
-                         ("nbclient", False), ("ipykernel", False)):
+    # (distribution, required, what it is for when missing); optional ones never fail doctor
+    for dist, needed, purpose in (("numpy", True, ""), ("jupytext", True, ""), ("nbdev", True, ""),
+                                  ("pytest", True, ""),
+                                  ("nbclient", False, "needed for tito test"),
+                                  ("ipykernel", False, "needed for tito test"),
+                                  ("jupyterlab", False, "students: pip install -e \".[student]\""),
+                                  ("nbgrader", False, "instructors: pip install -e \".[instructor]\"")):
         v = _version(dist)
-        note = "" if v else ("MISSING" if needed else "missing (needed for tito test)")
+        note = "" if v else ("MISSING" if needed else f"missing ({purpose})")
         ok = ok and (v is not None or not needed)
         print(f"{dist:<12}: {v or note}")
     nbdev_v = _version("nbdev")

@@ -195,6 +195,41 @@ def grade(module, verbose: bool = False, module_tests: bool = True) -> dict:
             "checkpoint": Path(checkpoint).stem, "capabilities": capabilities, "module_tests": others}
 
 
+def grade_bonus(module, verbose: bool = False) -> list[dict]:
+    """Score each bonus checkpoint (the going-further notebooks) on its own: a list of
+    ``{"checkpoint", "score", "max_score", "capabilities"}``, never part of the module's score."""
+    results = []
+    for path in module.bonus_checkpoint_files:
+        points = read_points(path)
+        _, cases = run_pytest(module.project, [path], quiet=not verbose)
+        capabilities = []
+        for c in cases:
+            if c.outcome == "skipped":
+                continue
+            if c.is_collection_error:  # the checkpoint could not be imported: nothing ran
+                capabilities = [{"name": name, "passed": False, "score": 0, "max_score": points.get(name, 1),
+                                 "message": f"not run: {c.message}", "output": c.output or c.message}
+                                for name in capability_names(path)]
+                break
+            pts = points.get(c.base_name, 1)
+            capabilities.append({"name": c.name, "passed": c.passed, "score": pts if c.passed else 0,
+                                 "max_score": pts, "message": "" if c.passed else _message(c, None),
+                                 "output": "" if c.passed else (c.output or c.message)[-4000:]})
+        results.append({"checkpoint": path.stem, "capabilities": capabilities,
+                        "score": sum(t["score"] for t in capabilities),
+                        "max_score": sum(t["max_score"] for t in capabilities)})
+    return results
+
+
+def bonus_line(bonus: dict) -> str:
+    """One line per bonus checkpoint: its points and its first failing capability."""
+    failing = [t for t in bonus["capabilities"] if not t["passed"]]
+    line = f"bonus {bonus['checkpoint']}: {_fmt(bonus['score'])}/{_fmt(bonus['max_score'])} (not in the score)"
+    if failing:
+        line += f"; first to fix: {failing[0]['name']} ({len(failing)} failing)"
+    return line
+
+
 def _fmt(x) -> str:
     return f"{x:g}" if isinstance(x, float) else str(x)
 
@@ -238,11 +273,15 @@ def print_fix_first(t: dict) -> None:
     print(f"  {shorten(t['message'], TABLE_WIDTH - 2)}")
 
 
-def write_json(result: dict, json_path: str) -> None:
-    """Gradescope-style results: capabilities as ``<checkpoint>::<name>``, module tests at 0."""
+def write_json(result: dict, json_path: str, bonuses: list | None = None) -> None:
+    """Gradescope-style results: capabilities as ``<checkpoint>::<name>``, module tests at 0,
+    bonus capabilities as extra credit (max_score 0: Gradescope adds a score above the maximum
+    as extra credit); the top-level score is the module's score alone."""
     tests = [{"name": f"{result['checkpoint']}::{t['name']}", "score": t["score"],
               "max_score": t["max_score"], "output": t["output"]} for t in result["capabilities"]]
     tests += [{k: t[k] for k in ("name", "score", "max_score", "output")} for t in result["module_tests"]]
+    tests += [{"name": f"{b['checkpoint']}::{t['name']}", "score": t["score"], "max_score": 0,
+               "output": t["output"]} for b in bonuses or [] for t in b["capabilities"]]
     out = {"score": result["score"], "max_score": result["max_score"], "tests": tests}
     Path(json_path).parent.mkdir(parents=True, exist_ok=True)
     Path(json_path).write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
@@ -264,8 +303,11 @@ def grade_command(source, json_path: str | None = None, verbose: bool = False) -
     first = first_failure(result)
     if first is not None:
         print_fix_first(first)
+    bonuses = grade_bonus(module, verbose=verbose)
+    for bonus in bonuses:
+        print(bonus_line(bonus))
     save_score(source, result)
     if json_path:
-        write_json(result, json_path)
+        write_json(result, json_path, bonuses)
         print(f"wrote {json_path}")
     return 0 if score == max_score else 1

@@ -163,3 +163,9 @@ class Module:
     @property
     def checkpoint_file(self) -> Path:
         return self.project.root / "tests" / "checkpoints" / f"checkpoint_{self.dirname}.py"
+
+    @property
+    def bonus_checkpoint_files(self) -> list[Path]:
+        """``checkpoint_NN_name_<part>.py``: the going-further notebooks' capabilities, graded
+        apart from the module's score."""
+        return sorted(self.checkpoint_file.parent.glob(f"checkpoint_{self.dirname}_*.py"))

@@ -30,3 +30,11 @@ def test_doctor(tito, project):
     assert r.returncode == 0, r.stdout
     for word in ("python", "numpy", "jupytext", "nbdev", "import tinytorch: ok", "in sync"):
         assert word in r.stdout
+    # the student's and the instructor's extras are reported, installed or not
+    from importlib import metadata
+    for dist, extra in (("jupyterlab", "student"), ("nbgrader", "instructor")):
+        line = next(ln for ln in r.stdout.splitlines() if ln.startswith(f"{dist} "))
+        try:
+            assert metadata.version(dist) in line
+        except metadata.PackageNotFoundError:
+            assert f'.[{extra}]' in line, line

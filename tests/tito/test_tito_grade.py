@@ -139,3 +139,24 @@ def test_checkpoint_failure_table(tito, project):
     assert "test_can_clip  | FAIL   | NotImplementedError" in r.stdout
     r = tito("checkpoint", "status", "99")
     assert "0/2 pass" in r.stdout
+
+
+def test_bonus_checkpoint_is_reported_apart_and_never_changes_the_score(tito, project):
+    # a going-further checkpoint: checkpoint_<module>_<part>.py, with its own POINTS
+    (project / "tests/checkpoints/checkpoint_99_demo_further.py").write_text(
+        "from tinytorch.optimization.demo import Clipper, scale\n\n"
+        "POINTS = {'test_scale_twice': 4, 'test_clip_wide': 1}\n\n\n"
+        "def test_scale_twice():\n    assert list(scale(scale([1.0], 2), 2)) == [4.0]\n\n\n"
+        "def test_clip_wide():\n    assert list(Clipper(0, 1)([7])) == [0]   # wrong on purpose: 7 clips to 1\n")
+    assert tito("export", "99").returncode == 0
+    r = tito("grade", "99", "--json", "results.json")
+    assert r.returncode == 0, r.stdout + r.stderr            # full core marks: the bonus cannot fail it
+    assert "score: 5/5" in r.stdout
+    assert "bonus checkpoint_99_demo_further: 4/5 (not in the score); first to fix: test_clip_wide (1 failing)" \
+        in r.stdout
+    res = json.loads((project / "results.json").read_text())
+    assert res["score"] == res["max_score"] == 5
+    by_name = {t["name"]: t for t in res["tests"]}
+    assert by_name["checkpoint_99_demo_further::test_scale_twice"] == {
+        "name": "checkpoint_99_demo_further::test_scale_twice", "score": 4, "max_score": 0, "output": ""}
+    assert by_name["checkpoint_99_demo_further::test_clip_wide"]["score"] == 0
