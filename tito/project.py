@@ -4,7 +4,7 @@ The root is the nearest directory, walking up from the current directory, that h
 ``pyproject.toml`` with a ``[tool.nbdev]`` table; failing that, the checkout tito itself
 was imported from (if it has one). Modules are the ``modules/NN_name/`` directories under
 the nbdev ``nbs_path``; each may have a ``module.yaml`` (keys used: ``number``, ``name``,
-``notebook``, ``notebooks``, ``exports``, ``demo``) — anything missing is derived from the
+``notebook``, ``notebooks``, ``demo``, ``notebook_tests``) — anything missing is derived from the
 directory. ``notebooks: [main_dev.py, extra_dev.py]`` lists every notebook exported into the
 module's package (the first is the main one, ``notebook``); without it the module has one.
 """
