@@ -10,7 +10,7 @@ from .module import Module, Parameter, has_extra_state
 from .optim import SGD, Adam, Optimizer
 from .precision import dequantize_int8, int8_scale, model_nbytes, quantization_error, quantize_int8
 from .profiling import count_parameters, format_table, layer_macs, median_time
-from .serialization import (build_module, load_model, module_spec, read_metadata, read_npz, save_model,
-                            write_npz_atomic)
+from .serialization import (build_module, check_rebuildable, load_model, module_spec, read_metadata,
+                            read_npz, save_model, write_npz_atomic)
 from .tensor import Tensor, is_grad_enabled, no_grad
 from .training import evaluate, fit, predict, train_epoch

@@ -413,17 +413,26 @@ def save_model(model: Module, path, metadata: dict | None = None) -> None:
     write_npz_atomic(path, arrays, compress=True)
 
 
-def _check_saveable(model: Module) -> None:
+def check_rebuildable(model: Module) -> None:
+    """ValueError unless `build_module` can rebuild every layer of `model` from its spec: each
+    must be a registered Module class defined in a tinytorch module. Savers call it before
+    writing, so no file is written that could never be loaded again."""
     for name, module in model.named_modules():
         cls = type(module)
-        where = f"layer {name!r}" if name else "the model itself"
-        if has_extra_state(module):
-            raise ValueError(f"model: {where} ({cls.__name__}) keeps state outside its Parameters (it "
-                             "overrides get_extra_state), but save_model stores Parameters only; save such "
-                             "models with tinytorch.optimization.compression.save_compressed")
         if not _MODULE_NAME.match(cls.__module__) or registered_class(cls.__module__, cls.__name__) is not cls:
-            raise ValueError(f"model: {where} is a {cls.__name__} defined in {cls.__module__!r}; load_model "
-                             "rebuilds only Module classes defined in tinytorch modules")
+            where = f"layer {name!r}" if name else "the model itself"
+            raise ValueError(f"model: {where} is a {cls.__name__} defined in {cls.__module__!r}; a file "
+                             "can only name Module classes defined in tinytorch modules")
+
+
+def _check_saveable(model: Module) -> None:
+    for name, module in model.named_modules():
+        if has_extra_state(module):
+            where = f"layer {name!r}" if name else "the model itself"
+            raise ValueError(f"model: {where} ({type(module).__name__}) keeps state outside its Parameters "
+                             "(it overrides get_extra_state), but save_model stores Parameters only; save "
+                             "such models with tinytorch.optimization.compression.save_compressed")
+    check_rebuildable(model)
 
 
 def _read(path) -> tuple[dict, dict]:

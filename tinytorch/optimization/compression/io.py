@@ -3,29 +3,18 @@
 # %% auto #0
 __all__ = ['COMPRESSED_FORMAT', 'COMPRESSED_VERSION', 'save_compressed', 'compressed_file_size', 'load_compressed']
 
-# %% ../../../modules/18_compression/compression_dev.py #a5bdfa11
+# %% ../../../modules/18_compression/compression_dev.py #6e42d435
 import io
 import json
 import os
 
 import numpy as np
 
-from ...core import (Module, build_module, has_extra_state, module_spec, read_npz,
-                            write_npz_atomic)
+from ...core import (Module, build_module, check_rebuildable, has_extra_state, module_spec,
+                            read_npz, write_npz_atomic)
 
-# %% ../../../modules/18_compression/compression_dev.py #be34957f
+# %% ../../../modules/18_compression/compression_dev.py #e9ffc8b1
 COMPRESSED_FORMAT, COMPRESSED_VERSION = "tinytorch-compressed", 1
-
-
-def _check_savable(model: Module) -> None:
-    """ValueError unless every module of `model` is a tinytorch class: a file may only name
-    tinytorch layers, so anything else could be written but never loaded again."""
-    for name, module in model.named_modules():
-        home = type(module).__module__
-        if not (home == "tinytorch" or home.startswith("tinytorch.")):
-            raise ValueError(f"model layer {name or '(root)'!r} is a {type(module).__name__} "
-                             f"defined in {home!r}: only tinytorch layers can be rebuilt from "
-                             "a file")
 
 
 def _stateful_layers(model: Module) -> dict:
@@ -65,7 +54,7 @@ def _install_extra_states(path: str, layers: dict, header: dict, arrays: dict) -
             raise ValueError(f"{path}: sparse layer {name!r} is invalid: {err}") from None
     ### END SOLUTION
 
-# %% ../../../modules/18_compression/compression_dev.py #57e9d5e3
+# %% ../../../modules/18_compression/compression_dev.py #3b30f494
 def _compressed_arrays(model: Module, metadata: dict = None) -> dict:
     """{archive key: array} for save_compressed, including the JSON `__spec__`."""
     if not isinstance(model, Module):
@@ -90,7 +79,7 @@ def save_compressed(model: Module, path, metadata: dict = None) -> int:
     file `path` atomically; returns its size in bytes. On failure an existing file is left
     byte-identical. Non-tinytorch layer classes are refused (ValueError) before writing."""
     arrays = _compressed_arrays(model, metadata)
-    _check_savable(model)
+    check_rebuildable(model)  # a file may only name tinytorch layers: refuse before writing
     return write_npz_atomic(path, arrays)
 
 
