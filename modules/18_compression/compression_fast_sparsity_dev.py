@@ -710,8 +710,10 @@ print(tt.format_table(speed_rows))
 # %% [markdown]
 # Read the two speed-up columns side by side: the same matrix, the same multiply-adds, but
 # the BSR kernel gathers one slice of `X` per block instead of one row per weight and does
-# its multiply-adds in BLAS-backed tiles, so it runs several times faster than the CSR
-# kernel, and beats dense BLAS already at 75%. The price is paid in accuracy, measured
+# its multiply-adds in BLAS-backed tiles, so it should run several times faster than the CSR
+# kernel and, from some sparsity on, faster than dense BLAS: read at which sparsity your run
+# crosses 1.0 (the committed benchmark in docs/results records it for one BLAS thread). The
+# price is paid in accuracy, measured
 # next: a block pattern constrains which weights may survive.
 
 # %% [markdown]
