@@ -49,9 +49,8 @@
 #| export optimization.compression.weight_sharing
 import numpy as np
 
-from tinytorch.core import Adam, Conv2d, Linear, Module, Parameter
-from tinytorch.optimization.compression.checks import check_choice, check_int
-from tinytorch.optimization.compression.csr import _frozen, _narrowest_uint
+from tinytorch.core import Adam, Conv2d, Linear, Module, Parameter, check_choice, check_int
+from tinytorch.optimization.compression.csr import narrowest_uint, read_only_copy
 from tinytorch.optimization.compression.metrics import prunable_layers
 from tinytorch.optimization.compression.pruning import fine_tune
 
@@ -61,7 +60,7 @@ import heapq
 
 import numpy as np
 
-from tinytorch.optimization.compression.checks import check_int
+from tinytorch.core import check_int
 
 # %%
 #| export optimization.compression.deep_compression
@@ -70,9 +69,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from tinytorch.core import Linear, Module, evaluate, format_table
-from tinytorch.optimization.compression.checks import check_choice, check_fraction, check_int, check_loader
-from tinytorch.optimization.compression.csr import CSRMatrix, _narrowest_uint
+from tinytorch.core import Linear, Module, check_choice, check_fraction, check_int, check_loader, evaluate, format_table
+from tinytorch.optimization.compression.csr import CSRMatrix, narrowest_uint
 from tinytorch.optimization.compression.huffman import absolute_positions, huffman_code_lengths, huffman_decode
 from tinytorch.optimization.compression.huffman import huffman_encode, relative_positions
 from tinytorch.optimization.compression.io import compressed_file_size
@@ -246,7 +244,7 @@ def kmeans_1d(values, n_clusters: int, iters: int = 50, init: str = "linear", se
             break
         codes = new_codes
         ### END SOLUTION
-    return centroids.astype(np.float32), codes.astype(_narrowest_uint(k - 1))
+    return centroids.astype(np.float32), codes.astype(narrowest_uint(k - 1))
 
 # %% [markdown]
 # ### Test: the vectorized k-means against a plain loop
@@ -349,7 +347,8 @@ class SharedWeight:
         flat = positions.astype(np.int64)
         if len(flat) and (flat[0] < 0 or flat[-1] >= rows * cols or np.any(np.diff(flat) <= 0)):
             raise ValueError(f"positions must increase strictly within [0, rows * cols = {rows * cols})")
-        self.codebook, self.codes, self.positions = _frozen(codebook), _frozen(codes), _frozen(flat)
+        self.codebook, self.codes = read_only_copy(codebook), read_only_copy(codes)
+        self.positions = read_only_copy(flat)
         self.shape = (rows, cols)
 
     @property
@@ -1189,7 +1188,7 @@ class CodedWeight:
         if len(positions) != len(codes):
             raise ValueError(f"the gap stream places {len(positions)} weights, the code stream holds {len(codes)}")
         k = max(len(arrays["codebook"]), 1)
-        self.shared = SharedWeight(arrays["codebook"], codes.astype(_narrowest_uint(k - 1)), positions, shape)
+        self.shared = SharedWeight(arrays["codebook"], codes.astype(narrowest_uint(k - 1)), positions, shape)
         self.arrays, self.shape = arrays, self.shared.shape
 
     @classmethod
@@ -1237,7 +1236,7 @@ def shared_from_csr(csr: CSRMatrix) -> SharedWeight:
         raise ValueError(f"a shared weight has at most 2^16 distinct values, got {len(codebook)}")
     positions = csr.row_ids().astype(np.int64) * csr.shape[1] + csr.indices.astype(np.int64)
     codebook = codebook if len(codebook) else np.zeros(1, dtype=np.float32)
-    return SharedWeight(codebook, codes.astype(_narrowest_uint(len(codebook) - 1)), positions, csr.shape)
+    return SharedWeight(codebook, codes.astype(narrowest_uint(len(codebook) - 1)), positions, csr.shape)
 
 
 def shared_to_csr(shared: SharedWeight) -> CSRMatrix:
@@ -1245,8 +1244,8 @@ def shared_to_csr(shared: SharedWeight) -> CSRMatrix:
     rows, cols = shared.shape
     row_of, indices = np.divmod(shared.positions, max(cols, 1))
     indptr = np.concatenate([[0], np.cumsum(np.bincount(row_of, minlength=rows))])
-    return CSRMatrix(shared.codebook[shared.codes], indices.astype(_narrowest_uint(max(cols - 1, 0))),
-                     indptr.astype(_narrowest_uint(shared.nnz)), shared.shape)
+    return CSRMatrix(shared.codebook[shared.codes], indices.astype(narrowest_uint(max(cols - 1, 0))),
+                     indptr.astype(narrowest_uint(shared.nnz)), shared.shape)
 
 
 class _CodedStorage:

@@ -36,13 +36,13 @@
 # which test checks it), a test cell, and one measured analysis. An exercise cell holds only
 # the functions you write; each missing step reads `raise NotImplementedError()` under a
 # `# TODO:` naming its inputs and outputs. Other code cells are given: read them, you will
-# call them. Each section exports into one module of `tinytorch/optimization/compression/`
-# (the `#| export` line of a cell names it): `metrics`, `pruning`, `structured`,
-# `distillation`, then `csr`, `sparse`, `io` and `pipeline`; `tito export 18_compression`
-# also writes the package's `__init__.py`, so `from tinytorch.optimization.compression
-# import MagnitudePruner` works whatever file a name lives in. Lottery tickets, per-layer
-# sensitivity and layer dropping are in the going-further notebook
-# `compression_more_pruning_dev.py`.
+# call them; the argument checks (`check_int`, `check_fraction`, ...) come from the core.
+# Each section exports into one module of `tinytorch/optimization/compression/` (the
+# `#| export` line of a cell names it): `metrics`, `pruning`, `structured`, `distillation`,
+# `csr`, `sparse` and `summary`; `tito export 18_compression` also writes the package's
+# `__init__.py`, so `from tinytorch.optimization.compression import MagnitudePruner` works
+# whatever file a name lives in. Part 2, `compression_deployment_dev.py`, saves compressed
+# models to files and chains the techniques into one pipeline.
 
 # %%
 #| default_exp optimization.compression.metrics
@@ -63,10 +63,9 @@ from tinytorch.core import Conv2d, Linear, Module, layer_macs
 #| export optimization.compression.pruning
 import numpy as np
 
-from tinytorch.core import Adam, Module, cross_entropy, evaluate, train_epoch
-from tinytorch.optimization.compression.checks import (check_choice, check_finite_weights,
-                                                       check_fraction, check_int, check_loader,
-                                                       check_number)
+from tinytorch.core import (Adam, Module, check_choice, check_finite_weights, check_fraction,
+                            check_int, check_loader, check_number, cross_entropy, evaluate,
+                            train_epoch)
 from tinytorch.optimization.compression.metrics import measure_sparsity, prunable_layers
 
 # %%
@@ -74,9 +73,8 @@ from tinytorch.optimization.compression.metrics import measure_sparsity, prunabl
 import numpy as np
 
 from tinytorch.core import (Conv2d, Dropout, Flatten, Linear, MaxPool2d, Module, Parameter, ReLU,
-                            Sequential, Tanh)
-from tinytorch.optimization.compression.checks import (check_choice, check_finite_weights,
-                                                       check_fraction, check_int)
+                            Sequential, Tanh, check_choice, check_finite_weights, check_fraction,
+                            check_int)
 from tinytorch.optimization.compression.metrics import PRUNABLE
 
 # %%
@@ -85,17 +83,16 @@ import time
 
 import numpy as np
 
-from tinytorch.core import (Adam, Linear, Module, Tensor, cross_entropy, evaluate, kl_div,
-                            log_softmax, no_grad, softmax)
-from tinytorch.optimization.compression.checks import (check_fraction, check_int, check_loader,
-                                                       check_number)
+from tinytorch.core import (Adam, Linear, Module, Tensor, check_fraction, check_int, check_loader,
+                            check_number, cross_entropy, evaluate, kl_div, log_softmax, no_grad,
+                            softmax)
 
 # %%
 #| export optimization.compression.csr
 import numpy as np
 
-from tinytorch.core import Tensor, init, int8_scale
-from tinytorch.optimization.compression.checks import check_choice, check_int
+from tinytorch.core import (Tensor, check_choice, check_index_array, check_int, check_matrix_shape,
+                            check_real_array, init, int8_scale)
 
 # %%
 #| export optimization.compression.sparse
@@ -103,103 +100,20 @@ import copy
 
 import numpy as np
 
-from tinytorch.core import Conv2d, Linear, Module, Parameter, Tensor, init
+from tinytorch.core import (Conv2d, Linear, Module, Parameter, Tensor, check_choice, check_fraction,
+                            init)
 from tinytorch.core.conv import im2col
-from tinytorch.optimization.compression.checks import check_choice, check_fraction
-from tinytorch.optimization.compression.csr import (QUANT_PER, CSRMatrix, QuantizedCSR,
-                                                    _narrowest_uint, csr_matmul)
+from tinytorch.optimization.compression.csr import (QUANT_PER, CSRMatrix, QuantizedCSR, csr_matmul,
+                                                    narrowest_uint)
 from tinytorch.optimization.compression.metrics import PRUNABLE
 
 # %%
-#| export optimization.compression.io
-import io
-import json
-import os
-
+#| export optimization.compression.summary
 import numpy as np
 
-from tinytorch.core import (Module, build_module, check_rebuildable, has_extra_state, module_spec,
-                            read_npz, write_npz_atomic)
-
-# %%
-#| export optimization.compression.pipeline
-import copy
-import time
-from dataclasses import dataclass, field
-
-import numpy as np
-
-from tinytorch.core import Module, evaluate, format_table, median_time, no_grad
-from tinytorch.optimization.compression.checks import check_fraction, check_int, check_loader
-from tinytorch.optimization.compression.io import compressed_file_size
-from tinytorch.optimization.compression.metrics import count_params, prunable_layers
-from tinytorch.optimization.compression.pruning import (MagnitudePruner, fine_tune,
-                                                        progressive_prune)
-from tinytorch.optimization.compression.sparse import (model_nbytes_compressed, sparse_layers,
-                                                       to_sparse)
-
-# %% [markdown]
-# ### Argument checks (given)
-# Every public function refuses bad input with a `ValueError` that names the argument and
-# what is allowed. NumPy scalars (`np.int64(3)`, `np.float32(0.5)`) are accepted wherever
-# Python numbers are; booleans and strings never are.
-
-# %%
-#| exporti optimization.compression.checks
-import numbers
-
-import numpy as np
-
-
-def check_int(name: str, value, minimum: int = None) -> int:
-    """`value` as a Python int (Python or NumPy integer, not bool), >= `minimum` if given."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
-        raise ValueError(f"{name} must be an integer, got {value!r}")
-    if minimum is not None and value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def check_number(name: str, value) -> float:
-    """`value` as a finite Python float (Python or NumPy real number, not bool)."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real) \
-            or not np.isfinite(float(value)):
-        raise ValueError(f"{name} must be a finite number, got {value!r}")
-    return float(value)
-
-
-def check_fraction(name: str, value, high_inclusive: bool = False) -> float:
-    """A number in [0, 1) (or [0, 1] with high_inclusive=True), or ValueError naming `name`."""
-    interval = "[0, 1]" if high_inclusive else "[0, 1)"
-    try:
-        value = check_number(name, value)
-    except ValueError:
-        raise ValueError(f"{name} must be a number in {interval}, got {value!r}") from None
-    if not (0.0 <= value <= 1.0 if high_inclusive else 0.0 <= value < 1.0):
-        raise ValueError(f"{name} must be a number in {interval}, got {value!r}")
-    return value
-
-
-def check_choice(name: str, value, allowed: tuple):
-    """`value` if it is one of `allowed` (strings), else ValueError listing them."""
-    if not isinstance(value, str) or value not in allowed:
-        raise ValueError(f"{name} must be one of {list(allowed)}, got {value!r}")
-    return value
-
-
-def check_finite_weights(layers: dict) -> None:
-    """ValueError if any layer's weight holds NaN or inf (such weights cannot be ranked)."""
-    for name, layer in layers.items():
-        if not np.isfinite(layer.weight.data).all():
-            raise ValueError(f"layer {name!r} has NaN or inf weights: they cannot be ranked")
-
-
-def check_loader(name: str, loader) -> None:
-    """ValueError if `loader` is None or has a length of 0 (it would yield no batch)."""
-    if loader is None:
-        raise ValueError(f"{name} must be an iterable of (inputs, labels) batches, got None")
-    if hasattr(loader, "__len__") and len(loader) == 0:
-        raise ValueError(f"{name} is empty: it yields no (inputs, labels) batch")
+from tinytorch.core import Module, check_int, check_loader, evaluate, median_time, no_grad
+from tinytorch.optimization.compression.metrics import count_params
+from tinytorch.optimization.compression.sparse import model_nbytes_compressed, sparse_layers
 
 # %%
 # Notebook-only setup: data, the pretrained models, and matplotlib if it is installed.
@@ -1641,31 +1555,7 @@ print(format_table(kd_rows))
 
 # %%
 #| export optimization.compression.csr
-def _as_shape(shape) -> tuple:
-    """(rows, cols) as two non-negative Python ints, or ValueError naming `shape`."""
-    message = f"shape must be a pair (rows, cols) of non-negative ints, got {shape!r}"
-    try:
-        dims = tuple(shape)
-    except TypeError:
-        raise ValueError(message) from None
-    if len(dims) != 2 or not all(isinstance(d, (int, np.integer))
-                                 and not isinstance(d, (bool, np.bool_)) and d >= 0
-                                 for d in dims):
-        raise ValueError(message)
-    return int(dims[0]), int(dims[1])
-
-
-def _as_index_array(name: str, value) -> np.ndarray:
-    """A 1-D integer array (any signed or unsigned width), or ValueError naming `name`."""
-    array = np.asarray(value)
-    if array.ndim != 1:
-        raise ValueError(f"{name} must be a 1-D array, got shape {array.shape}")
-    if array.dtype.kind not in "iu":
-        raise ValueError(f"{name} must have an integer dtype, got {array.dtype}")
-    return array
-
-
-def _narrowest_uint(max_value: int) -> np.dtype:
+def narrowest_uint(max_value: int) -> np.dtype:
     """The smallest of uint8/uint16/uint32/uint64 that can hold every value in [0, max_value]."""
     for dtype in (np.uint8, np.uint16, np.uint32, np.uint64):
         if max_value <= np.iinfo(dtype).max:
@@ -1673,8 +1563,9 @@ def _narrowest_uint(max_value: int) -> np.dtype:
     raise ValueError(f"max_value {max_value} does not fit in 64 bits")
 
 
-def _frozen(array: np.ndarray) -> np.ndarray:
-    array = np.array(array)  # our own copy: callers may keep mutating theirs
+def read_only_copy(array: np.ndarray) -> np.ndarray:
+    """A copy of `array` that cannot be written to: callers may keep mutating theirs."""
+    array = np.array(array)
     array.flags.writeable = False
     return array
 
@@ -1713,14 +1604,14 @@ class CSRMatrix:
     is checked (ValueError naming the argument); the arrays are copied and read-only."""
 
     def __init__(self, data, indices, indptr, shape):
-        rows, cols = _as_shape(shape)
+        rows, cols = check_matrix_shape("shape", shape)
         data = np.asarray(data)
         if data.ndim != 1:
             raise ValueError(f"data must be a 1-D array, got shape {data.shape}")
         if data.dtype.kind != "f" and data.dtype != np.int8:
             raise ValueError(f"data must have a float or int8 dtype, got {data.dtype}")
-        indices = _as_index_array("indices", indices)
-        indptr = _as_index_array("indptr", indptr)
+        indices = check_index_array("indices", indices)
+        indptr = check_index_array("indptr", indptr)
         if len(indptr) != rows + 1:
             raise ValueError(f"indptr must have length rows + 1 = {rows + 1}, got {len(indptr)}")
         ptr = indptr.astype(np.int64)  # signed: differences of unsigned arrays would wrap around
@@ -1738,7 +1629,8 @@ class CSRMatrix:
         if len(indices) and (indices.min() < 0 or indices.max() >= cols):
             raise ValueError(f"indices must lie in [0, cols = {cols}), got range "
                              f"[{indices.min()}, {indices.max()}]")
-        self.data, self.indices, self.indptr = _frozen(data), _frozen(indices), _frozen(indptr)
+        self.data, self.indices = read_only_copy(data), read_only_copy(indices)
+        self.indptr = read_only_copy(indptr)
         self.shape = (rows, cols)
         self._padded = None  # this matrix's own ELLPACK cache, built by padded_rows()
         self._segments = None  # this matrix's flat kernel cache, built by segments()
@@ -1747,7 +1639,7 @@ class CSRMatrix:
     def empty(cls, shape) -> "CSRMatrix":
         """The all-zero float32 matrix of `shape` (nnz = 0), built without a dense array:
         memory O(rows), allocated through tinytorch.core.init so file loading can bound it."""
-        rows, cols = _as_shape(shape)
+        rows, cols = check_matrix_shape("shape", shape)
         return cls(init.zeros((0,)), init.zeros((0,), dtype=np.int32),
                    init.zeros((rows + 1,), dtype=np.int32), (rows, cols))
 
@@ -1934,14 +1826,6 @@ GATHER_BUDGET = 1 << 20     # default float values per gathered block or dense p
 DENSE_MIN_DENSITY = 0.15    # csr_matmul multiplies dense panels with BLAS from this density on ...
 DENSE_MIN_BATCH = 32        # ... when the batch has at least this many columns
 
-
-def _as_real_array(name: str, value) -> np.ndarray:
-    """`value` as an array of real numbers (bool, int or float), or ValueError naming it."""
-    array = np.asarray(value.data if isinstance(value, Tensor) else value)
-    if array.dtype.kind not in "biuf":
-        raise ValueError(f"{name} must be an array of real numbers, got dtype {array.dtype}")
-    return array
-
 # %% nbgrader={"grade": false, "grade_id": "csr_kernels", "solution": true}
 #| export optimization.compression.csr
 def ellpack(A: CSRMatrix) -> tuple:
@@ -1986,7 +1870,7 @@ def csr_matvec(A: CSRMatrix, x) -> np.ndarray:
     """
     if not isinstance(A, CSRMatrix):
         raise ValueError(f"A must be a CSRMatrix, got {type(A).__name__}")
-    x = _as_real_array("x", x)
+    x = check_real_array("x", x)
     if x.ndim != 1 or x.shape[0] != A.shape[1]:
         raise ValueError(f"x must have shape (cols,) = ({A.shape[1]},), got {x.shape}")
     columns, values, starts, rows = A.segments()
@@ -2068,7 +1952,7 @@ def csr_matmul(A: CSRMatrix, X, gather_budget: int = GATHER_BUDGET) -> np.ndarra
     if not isinstance(A, CSRMatrix):
         raise ValueError(f"A must be a CSRMatrix, got {type(A).__name__}")
     gather_budget = check_int("gather_budget", gather_budget, minimum=1)
-    X = _as_real_array("X", X)
+    X = check_real_array("X", X)
     if X.ndim != 2 or X.shape[0] != A.shape[1]:
         raise ValueError(f"X must have shape (cols, batch) = ({A.shape[1]}, batch), got {X.shape}")
     rows, batch = A.shape[0], X.shape[1]
@@ -2196,7 +2080,7 @@ class QuantizedCSR:
         if not (np.isfinite(scale).all() and (scale > 0).all()):
             raise ValueError("scale must be finite and > 0")
         self.values, self.indices, self.indptr = structure.data, structure.indices, structure.indptr
-        self.scale, self.shape = _frozen(scale), structure.shape
+        self.scale, self.shape = read_only_copy(scale), structure.shape
 
     @classmethod
     def from_csr(cls, A: CSRMatrix, per: str = "row") -> "QuantizedCSR":
@@ -2209,8 +2093,8 @@ class QuantizedCSR:
             raise ValueError("A contains NaN or inf values: they cannot be quantized")
         scale, values, indices, indptr = int8_arrays(A, per)
         return cls(values, np.asarray(scale, dtype=np.float32),
-                   indices.astype(_narrowest_uint(max(A.shape[1] - 1, 0))),
-                   indptr.astype(_narrowest_uint(len(values))), A.shape)
+                   indices.astype(narrowest_uint(max(A.shape[1] - 1, 0))),
+                   indptr.astype(narrowest_uint(len(values))), A.shape)
 
     @property
     def nnz(self) -> int:
@@ -2286,9 +2170,9 @@ def _weight_storage(weight, expected_shape: tuple) -> tuple:
     if isinstance(weight, QuantizedCSR):
         compute, quantized = weight.dequantize(), weight
     elif isinstance(weight, CSRMatrix):  # float32 values, the narrowest index dtypes
-        indices = weight.indices.astype(_narrowest_uint(max(weight.shape[1] - 1, 0)))
+        indices = weight.indices.astype(narrowest_uint(max(weight.shape[1] - 1, 0)))
         compute = CSRMatrix(weight.data.astype(np.float32), indices,
-                            weight.indptr.astype(_narrowest_uint(weight.nnz)), weight.shape)
+                            weight.indptr.astype(narrowest_uint(weight.nnz)), weight.shape)
         quantized = None
     else:
         raise ValueError(f"weight must be a CSRMatrix or QuantizedCSR, got {type(weight).__name__}")
@@ -2553,403 +2437,6 @@ def test_sparse_layers():
 test_sparse_layers()
 
 # %% [markdown]
-# ### Saving a compressed model
-#
-# `save_model` (module 17) stores Parameters only, so it refuses a sparse model. A sparse
-# layer's weight is *extra state*: `get_extra_state()` / `set_extra_state(state)` hand out and
-# take back `{"kind": "int8" or "float", field: array}` with the fields `values, scale,
-# indices, indptr` (int8) or `data, indices, indptr` (float). `save_compressed` writes one
-# `.npz` archive whose keys are:
-#
-# | key | holds |
-# |---|---|
-# | `__spec__` | a JSON string: the architecture (as `save_model` writes it), `"sparse": {layer: {"kind": "int8" or "float"}}` and your `metadata` |
-# | `param:<name>` | every Parameter (biases, dense layers), float32, e.g. `param:1.bias` |
-# | `sparse:<layer>:<field>` | every array of a sparse layer's extra state at its narrow dtype, e.g. `sparse:1:values` (int8), `sparse:1:indices` (uint8) |
-#
-# It uses `np.savez_compressed` (DEFLATE, whose second stage is Huffman coding, as in Deep
-# Compression) through the core's `write_npz_atomic` (a temporary file, then `os.replace`)
-# and `read_npz` (`allow_pickle=False`, sizes checked before allocating): a damaged file
-# gives a `ValueError` naming it, never a half-built model.
-#
-# ### Exercise 5.6: the sparse entries of the archive
-# - `_sparse_entries(model) -> (kinds, arrays)`: for every sparse layer
-#   (`_stateful_layers(model)`, `{name: layer}`), from `layer.get_extra_state()`, record
-#   `kinds[name] = {"kind": <its "kind">}` and store every other entry under
-#   `f"sparse:{name}:{field}"` in `arrays`. `_compressed_arrays` (given) puts `kinds` into the
-#   header's `"sparse"` entry and the arrays next to the `param:` ones.
-# - `_install_extra_states(path, layers, header, arrays)`, the inverse: for every layer,
-#   rebuild its state (the `"kind"` of `header["sparse"][name]` and the arrays under
-#   `f"sparse:{name}:"`, **popped** from `arrays` so leftovers can be refused), call
-#   `layer.set_extra_state(state)`, and re-raise its `ValueError` as
-#   `ValueError(f"{path}: sparse layer {name!r} is invalid: {err}")`.
-#
-# Checked by `test_save_load_compressed` (keys and dtypes of the table, round trip).
-
-# %%
-#| export optimization.compression.io
-COMPRESSED_FORMAT, COMPRESSED_VERSION = "tinytorch-compressed", 1
-
-
-def _stateful_layers(model: Module) -> dict:
-    """{dotted name: layer} of every layer with extra state (the sparse layers), in order.
-    The file code asks the layers for their state instead of knowing their classes."""
-    return {name: m for name, m in model.named_modules() if has_extra_state(m)}
-
-# %% nbgrader={"grade": false, "grade_id": "save_compressed", "solution": true}
-#| export optimization.compression.io
-def _sparse_entries(model: Module) -> tuple:
-    """({layer name: {"kind": ...}}, {f"sparse:{name}:{field}": array}) of every sparse layer."""
-    # TODO: from every sparse layer's get_extra_state(): its kind, and its arrays by key.
-    ### BEGIN SOLUTION
-    kinds, arrays = {}, {}
-    for name, layer in _stateful_layers(model).items():
-        state = layer.get_extra_state()
-        kinds[name] = {"kind": state.pop("kind")}
-        for field_name, value in state.items():
-            arrays[f"sparse:{name}:{field_name}"] = value
-    return kinds, arrays
-    ### END SOLUTION
-
-
-def _install_extra_states(path: str, layers: dict, header: dict, arrays: dict) -> None:
-    """set_extra_state of every layer of `layers` from the file's header and arrays (the
-    arrays used are popped from `arrays`); ValueError naming the file and the layer."""
-    # TODO: state = popped f"sparse:{name}:" arrays + "kind"; set_extra_state; name the file.
-    ### BEGIN SOLUTION
-    for name, layer in layers.items():
-        entry = header["sparse"][name]
-        prefix = f"sparse:{name}:"
-        state = {key[len(prefix):]: arrays.pop(key) for key in list(arrays)
-                 if key.startswith(prefix)}
-        state["kind"] = entry.get("kind") if isinstance(entry, dict) else None
-        try:
-            layer.set_extra_state(state)
-        except ValueError as err:
-            raise ValueError(f"{path}: sparse layer {name!r} is invalid: {err}") from None
-    ### END SOLUTION
-
-# %%
-#| export optimization.compression.io
-def _compressed_arrays(model: Module, metadata: dict = None) -> dict:
-    """{archive key: array} for save_compressed, including the JSON `__spec__`."""
-    if not isinstance(model, Module):
-        raise ValueError(f"model must be a Module, got {type(model).__name__}")
-    if metadata is not None and not isinstance(metadata, dict):
-        raise ValueError(f"metadata must be a dict of JSON values, got {type(metadata).__name__}")
-    kinds, sparse_arrays = _sparse_entries(model)
-    header = {"format": COMPRESSED_FORMAT, "version": COMPRESSED_VERSION,
-              "model": module_spec(model), "sparse": kinds, "metadata": metadata or {}}
-    arrays = {f"param:{name}": p.data.astype(np.float32) for name, p in model.named_parameters()}
-    arrays.update(sparse_arrays)
-    try:
-        arrays["__spec__"] = np.array(json.dumps(header, allow_nan=False))
-    except (TypeError, ValueError) as err:  # e.g. a NumPy array or NaN in the metadata
-        raise ValueError(f"metadata must hold only JSON values (dict, list, str, finite "
-                         f"number, bool, None): {err}") from None
-    return arrays
-
-
-def save_compressed(model: Module, path, metadata: dict = None) -> int:
-    """Write `model` (sparse layers at their stored dtypes, JSON `metadata`) to the .npz
-    file `path` atomically; returns its size in bytes. On failure an existing file is left
-    byte-identical. Non-tinytorch layer classes are refused (ValueError) before writing."""
-    arrays = _compressed_arrays(model, metadata)
-    check_rebuildable(model)  # a file may only name tinytorch layers: refuse before writing
-    return write_npz_atomic(path, arrays)
-
-
-def compressed_file_size(model: Module) -> int:
-    """Bytes that save_compressed would write, measured in memory (no file)."""
-    buffer = io.BytesIO()
-    np.savez_compressed(buffer, **_compressed_arrays(model))
-    return len(buffer.getvalue())
-
-
-def _read_compressed(path) -> tuple:
-    """(header dict, {key: array}) of a save_compressed file, or ValueError naming it.
-    The archive itself is read by core `read_npz` (bounded, pickle-free, validated)."""
-    arrays = read_npz(path, what="compressed model file")
-    path = os.fspath(path)
-    spec = arrays.pop("__spec__", None)
-    if spec is None or spec.dtype.kind != "U" or spec.ndim != 0:
-        raise ValueError(f"{path}: not a tinytorch compressed model file (no JSON __spec__)")
-    try:
-        header = json.loads(str(spec))
-    except (json.JSONDecodeError, RecursionError) as err:
-        raise ValueError(f"{path}: the __spec__ entry is not valid JSON "
-                         f"({type(err).__name__})") from None
-    if not isinstance(header, dict) or header.get("format") != COMPRESSED_FORMAT:
-        found = header.get("format") if isinstance(header, dict) else type(header).__name__
-        raise ValueError(f"{path}: not a tinytorch compressed model file (format {found!r})")
-    if header.get("version") != COMPRESSED_VERSION:
-        raise ValueError(f"{path}: unsupported compressed file version {header.get('version')!r}")
-    if not isinstance(header.get("sparse"), dict) or not isinstance(header.get("model"), dict):
-        raise ValueError(f"{path}: the __spec__ entry lacks the 'model' or 'sparse' description")
-    return header, arrays
-
-
-def load_compressed(path) -> Module:
-    """Rebuild a model written by save_compressed, in eval mode. Corrupt, truncated or
-    inconsistent files raise ValueError naming the file; nothing is ever unpickled, and the
-    architecture may not allocate much more than the file holds (see core `build_module`)."""
-    header, arrays = _read_compressed(path)
-    path = os.fspath(path)
-    budget = max(4 * sum(a.size for a in arrays.values()), 1 << 20)  # elements it may allocate
-    try:
-        model = build_module(header["model"], max_elements=budget)
-    except ValueError as err:
-        raise ValueError(f"{path}: cannot rebuild the architecture ({err})") from None
-    params = {key[len("param:"):]: arrays.pop(key) for key in list(arrays)
-              if key.startswith("param:")}
-    if any(np.asarray(v).dtype.kind != "f" for v in params.values()):
-        raise ValueError(f"{path}: parameters must be float arrays")
-    try:
-        model.load_state_dict(params, strict=True)
-    except ValueError as err:
-        raise ValueError(f"{path}: parameters do not match the architecture: {err}") from None
-    layers = _stateful_layers(model)
-    if set(layers) != set(header["sparse"]):
-        raise ValueError(f"{path}: the file describes sparse layers {sorted(header['sparse'])}, "
-                         f"the architecture has {sorted(layers)}")
-    _install_extra_states(path, layers, header, arrays)
-    if arrays:
-        raise ValueError(f"{path}: unexpected arrays {sorted(arrays)}")
-    return model.eval()
-
-# %%
-def test_save_load_compressed():
-    """Your archive keys; then a round trip and a damaged file. A file names classes by their
-    place in the package (the notebook's own live in `__main__` and are refused), so the
-    model saved here is converted by the exported package: run `tito export` first."""
-    import tempfile
-    import tinytorch.optimization.compression as package
-    dense = load_pretrained("cnn")
-    prune_magnitude(dense, 0.9)
-    arrays = _compressed_arrays(to_sparse(dense, quantize=True))   # your keys and dtypes
-    want = {"__spec__", "param:0.bias", "sparse:0:values", "sparse:0:scale", "sparse:0:indices",
-            "sparse:0:indptr"}
-    assert want <= set(arrays), f"archive keys: missing {sorted(want - set(arrays))}"
-    dtypes = (arrays["sparse:0:values"].dtype, arrays["sparse:0:indices"].dtype)
-    assert dtypes == (np.int8, np.uint8), f"values and indices dtypes: got {dtypes}"
-    model = package.to_sparse(dense, quantize=True)
-    model[-1] = dense[-1]                       # keep one dense Linear: mixed models work too
-    with tempfile.TemporaryDirectory() as tmpdir:
-        path = os.path.join(tmpdir, "cnn.npz")
-        size = save_compressed(model, path)
-        assert size == os.path.getsize(path) == compressed_file_size(model), size
-        loaded = load_compressed(path)
-        with no_grad():
-            same = np.array_equal(loaded(Tensor(X_test[:16])).data, model(Tensor(X_test[:16])).data)
-        assert same, "the loaded model computes something else than the saved one"
-        archive = dict(np.load(path, allow_pickle=False))
-        archive.pop("sparse:3:indptr")                         # a file with an array missing
-        np.savez(os.path.join(tmpdir, "missing.npz"), **archive)
-        expect_value_error(lambda: load_compressed(os.path.join(tmpdir, "missing.npz")),
-                           "missing.npz", "indptr")
-    print("save_compressed / load_compressed: OK")
-
-
-test_save_load_compressed()
-
-# %% [markdown]
-# ### The compression pipeline
-#
-# Deep Compression (Han, Mao & Dally 2016) chains **prune** (keep ~10% of the weights),
-# **retrain** the survivors, **quantize**, and stores the result compactly. `compress`
-# (given) runs that chain on a copy of a model and reports accuracy at each stage, bytes
-# (dense float32, in memory, on disk) and the latency of the dense and the sparse model.
-#
-# ### Exercise 5.7: `_prune_and_fine_tune`
-# `_prune_and_fine_tune(work, train_loader, score, sparsity, fine_tune_epochs, steps, scope,
-# lr) -> (accuracy_pruned, seconds)` prunes `work` **in place** and fine-tunes it;
-# `accuracy_pruned` is `score(m)` of the *one-shot* pruned model (`MagnitudePruner(sparsity,
-# scope=scope)` once, before fine-tuning), `seconds` the `time.perf_counter()` duration of
-# the fine-tuning. With `steps == 1` or no epochs: prune `work` once, score it, `fine_tune`
-# it for `fine_tune_epochs` (with `lr`) if any. Otherwise score a pruned deep copy and
-# `progressive_prune` `work` in `steps` steps of `max(1, fine_tune_epochs // steps)` epochs
-# (same `scope` and `lr`, `verbose=False`). Checked by `test_compress`.
-
-# %%
-#| export optimization.compression.pipeline
-@dataclass
-class CompressionReport:
-    """What `compress` measured: parameters; nonzero Linear/Conv2d weights before and after;
-    bytes dense (4 per parameter), in memory and on disk; accuracies and latencies (median
-    seconds on one test batch; None without a test_loader); the compressed `model`."""
-    sparsity: float
-    params: int
-    weights: int
-    nonzeros: int
-    dense_bytes: int
-    memory_bytes: int
-    disk_bytes: int
-    accuracy_dense: float = None
-    accuracy_pruned: float = None
-    accuracy_fine_tuned: float = None
-    accuracy_compressed: float = None
-    latency_dense: float = None
-    latency_sparse: float = None
-    fine_tune_seconds: float = 0.0
-    quantized: bool = True
-    model: Module = field(default=None, repr=False)
-
-    @property
-    def ratio(self) -> float:
-        """dense float32 bytes / compressed in-memory bytes."""
-        return self.dense_bytes / self.memory_bytes
-
-    @property
-    def disk_ratio(self) -> float:
-        return self.dense_bytes / self.disk_bytes
-
-    def rows(self) -> list:
-        def row(stage, nonzeros, size, ratio, accuracy, latency=None):
-            return {"stage": stage, "nonzero weights": nonzeros, "bytes": size, "ratio": ratio,
-                    "accuracy": "" if accuracy is None else accuracy,
-                    "latency ms": "" if latency is None else f"{latency * 1e3:.3f}"}
-
-        kind = "int8 CSR" if self.quantized else "float32 CSR"
-        dense = self.dense_bytes
-        return [
-            row("dense float32", self.weights, dense, "1.0x", self.accuracy_dense,
-                self.latency_dense),
-            row(f"pruned {self.sparsity:.0%}", self.nonzeros, dense, "1.0x",
-                self.accuracy_pruned),
-            row(f"fine-tuned ({self.fine_tune_seconds:.1f} s)", self.nonzeros, dense, "1.0x",
-                self.accuracy_fine_tuned),
-            row(f"{kind}, in memory", self.nonzeros, self.memory_bytes, f"{self.ratio:.1f}x",
-                self.accuracy_compressed, self.latency_sparse),
-            row(f"{kind}, .npz on disk", self.nonzeros, self.disk_bytes,
-                f"{self.disk_ratio:.1f}x", self.accuracy_compressed),
-        ]
-
-    def __str__(self) -> str:
-        return format_table(self.rows())
-
-# %% nbgrader={"grade": false, "grade_id": "compress", "solution": true}
-#| export optimization.compression.pipeline
-def _prune_and_fine_tune(work: Module, train_loader, score, sparsity: float,
-                         fine_tune_epochs: int, steps: int, scope: str, lr: float) -> tuple:
-    """Prune `work` IN PLACE to `sparsity` and fine-tune it; returns (score of the one-shot
-    pruned model, seconds spent fine-tuning)."""
-    # TODO: score a one-shot pruned model; time fine_tune (one shot) or progressive_prune.
-    ### BEGIN SOLUTION
-    gradual = steps > 1 and fine_tune_epochs > 0
-    one_shot = copy.deepcopy(work) if gradual else work
-    masks = MagnitudePruner(sparsity, scope=scope).prune(one_shot)
-    accuracy_pruned = score(one_shot)                     # one-shot pruning, before fine-tuning
-    start = time.perf_counter()
-    if not gradual:
-        if fine_tune_epochs:
-            fine_tune(work, masks, train_loader, epochs=fine_tune_epochs, lr=lr)
-    else:                                       # gradual: prune a little, fine-tune, repeat
-        progressive_prune(work, sparsity, steps=steps, train_loader=train_loader, scope=scope,
-                          lr=lr, epochs_per_step=max(1, fine_tune_epochs // steps), verbose=False)
-    return accuracy_pruned, time.perf_counter() - start
-    ### END SOLUTION
-
-# %%
-#| export optimization.compression.pipeline
-def compress(model: Module, train_loader=None, test_loader=None, sparsity: float = 0.9,
-             fine_tune_epochs: int = 30, steps: int = 10, scope: str = "global",
-             quantize: bool = True, per: str = "row", lr: float = 1e-3,
-             latency_repeats: int = 7) -> CompressionReport:
-    """Prune -> fine-tune -> int8 quantize -> CSR, on a deep copy of `model`.
-
-    Args:
-        sparsity: target fraction of prunable weights set to zero, in [0, 1).
-        fine_tune_epochs: total epochs of fine-tuning (needs train_loader; 0 = none),
-            spread over `steps` pruning rounds (steps=1: prune once, then fine-tune).
-        scope: "global" or "layer" ranking (MagnitudePruner).
-        quantize, per: int8 QuantizedCSR storage with per-row or per-tensor scales.
-        latency_repeats: repeats for the median latency on the first test batch.
-    Returns a CompressionReport whose `.model` is the compressed model (eval mode).
-    """
-    sparsity = check_fraction("sparsity", sparsity)
-    steps = check_int("steps", steps, minimum=1)
-    fine_tune_epochs = check_int("fine_tune_epochs", fine_tune_epochs, minimum=0)
-    latency_repeats = check_int("latency_repeats", latency_repeats, minimum=1)
-    if fine_tune_epochs > 0:
-        check_loader("train_loader", train_loader)
-    if test_loader is not None:
-        check_loader("test_loader", test_loader)
-    work = copy.deepcopy(model)
-    score = (lambda m: evaluate(m, test_loader)) if test_loader is not None else (lambda m: None)
-    accuracy_dense = score(work)
-    accuracy_pruned, seconds = _prune_and_fine_tune(work, train_loader, score, sparsity,
-                                                    fine_tune_epochs, steps, scope, lr)
-    accuracy_fine_tuned = score(work)
-    sparse = to_sparse(work.eval(), min_sparsity=0.0, quantize=quantize, per=per)
-    latency_dense = latency_sparse = None
-    if test_loader is not None:
-        batch = next(iter(test_loader))[0]
-        with no_grad():
-            latency_dense = median_time(lambda: work(batch), repeats=latency_repeats)
-            latency_sparse = median_time(lambda: sparse(batch), repeats=latency_repeats)
-    weights = sum(int(np.count_nonzero(m.weight.data)) for m in prunable_layers(model).values())
-    return CompressionReport(
-        sparsity=sparsity, params=count_params(model), weights=weights,
-        nonzeros=sum(layer.nnz for layer in sparse_layers(sparse).values()),
-        dense_bytes=count_params(model) * 4, memory_bytes=model_nbytes_compressed(sparse),
-        disk_bytes=compressed_file_size(sparse), accuracy_dense=accuracy_dense,
-        accuracy_pruned=accuracy_pruned, accuracy_fine_tuned=accuracy_fine_tuned,
-        accuracy_compressed=score(sparse), latency_dense=latency_dense,
-        latency_sparse=latency_sparse, fine_tune_seconds=seconds, quantized=bool(quantize),
-        model=sparse.eval())
-
-# %%
-def test_compress():
-    """A small MLP, two epochs: sparsity reached, bytes recounted, input model untouched."""
-    tt.manual_seed(0)
-    loader = small_loader(128)
-    model = MLP(hidden=(32,))
-    before = model.state_dict()
-    report = compress(model, loader, loader, sparsity=0.75, fine_tune_epochs=2, steps=2)
-    assert all(np.array_equal(before[k], v) for k, v in model.state_dict().items()), \
-        "compress must work on a copy: the input model changed"
-    weights = 64 * 32 + 32 * 10
-    assert 0.25 * weights - 10 <= report.nonzeros <= 0.25 * weights + 1, \
-        f"75% sparsity keeps ~{weights // 4} of {weights} weights, got {report.nonzeros}"
-    recount = 42 * 4                                       # 42 float32 biases
-    for layer in sparse_layers(report.model).values():
-        q = layer.qweight
-        recount += q.values.nbytes + q.scale.nbytes + q.indices.nbytes + q.indptr.nbytes
-    assert report.memory_bytes == recount, \
-        f"memory bytes: expected {recount}, got {report.memory_bytes}"
-    assert 0 <= report.accuracy_pruned <= 1 and report.fine_tune_seconds > 0, report
-    print("compress: OK")
-
-
-test_compress()
-
-# %% [markdown]
-# ### Analysis: compressing the pretrained MLP (LeNet-300-100 style)
-# The target: at least 10x fewer bytes than dense float32 within 1 point of accuracy, at 90%
-# sparsity (`python -m benchmarks.bench_size` sweeps the sparsity, docs/results/size.png).
-
-# %%
-tt.manual_seed(0)
-fresh_train, _ = digits_loaders(batch_size=32, seed=0)  # the same batches on every run
-mlp_report = compress(load_pretrained("mlp"), fresh_train, test_loader, sparsity=0.9,
-                      fine_tune_epochs=30, steps=10)
-print(mlp_report)
-weight_bytes = mlp_report.memory_bytes - sum(p.data.nbytes for p in mlp_report.model.parameters())
-print(f"accuracy drop {(mlp_report.accuracy_dense - mlp_report.accuracy_compressed):.2%}; "
-      f"{weight_bytes / mlp_report.nonzeros:.2f} weight bytes per nonzero")
-
-# %% [markdown]
-# **Where the bytes go.** Each surviving weight costs about 3 bytes: 1 for its int8 value,
-# 1 or 2 for its column (uint8 for the 64- and 100-input layers, uint16 for the 300-input
-# one), plus row pointers, one float32 scale per row and the float32 biases. Deep Compression
-# reached 40x on LeNet-300-100 with three more tricks: **weight sharing** (k-means into 2^5
-# values, 5 bits each), **relative indices** (4-bit gaps) and **Huffman coding**; on arrays
-# this small the `.npz` headers (~200 bytes per array) eat most of DEFLATE's gain. And the
-# latency: the compressed MLP is **slower** than the dense one. Its layers are tiny and only
-# 90% sparse, far below the sparsity at which CSR beats BLAS. Here compression buys bytes,
-# not speed; for speed, prune structure (section 3) or distil (section 4).
-
-# %% [markdown]
 # ## 6 Hands-on projects
 #
 # Time to put the pieces together on the shipped models, with the functions you built. Both
@@ -2958,7 +2445,7 @@ print(f"accuracy drop {(mlp_report.accuracy_dense - mlp_report.accuracy_compress
 # closing table compares like with like.
 
 # %%
-#| export optimization.compression.pipeline
+#| export optimization.compression.summary
 def model_summary(technique: str, model: Module, loader, repeats: int = 7) -> dict:
     """One row of a comparison table, measured now.
 
@@ -3076,9 +2563,8 @@ print(format_table(summary))
 # You built, tested and measured four ways to make a model cheaper: magnitude pruning with
 # masks that survive fine-tuning and a gradual schedule; structured pruning that shrinks the
 # matrices themselves; knowledge distillation into a much smaller student; and CSR storage
-# with int8 values, vectorized kernels, sparse layers, safe compressed files and a pipeline
-# that chains them. The cell below gathers the numbers *you* measured; answer the questions
-# with them.
+# with int8 values, vectorized kernels and sparse layers. The cell below gathers the numbers
+# *you* measured; answer the questions with them.
 
 # %%
 print(f"1. MLP one-shot at 90%: per-layer {one_shot_90['layer/magnitude accuracy']:.2%}, "
@@ -3091,9 +2577,7 @@ print(f"2. structured 2/3: {cnn_speedup:.2f}x faster at batch 359, accuracy {-cn
 print(f"3. distillation gain: {kd_rows[0]['gain (points)']:+.2f} points with "
       f"{kd_rows[0]['labelled images']} labels, {kd_rows[-1]['gain (points)']:+.2f} with all "
       f"{kd_rows[-1]['labelled images']}")
-print(f"4. pipeline at 90%: {mlp_report.ratio:.1f}x fewer bytes, sparse latency "
-      f"{mlp_report.latency_sparse / mlp_report.latency_dense:.2f}x the dense one")
-print(f"5. CNN 90% int8 CSR: {summary[0]['bytes'] / summary[3]['bytes']:.1f}x smaller, "
+print(f"4. CNN 90% int8 CSR: {summary[0]['bytes'] / summary[3]['bytes']:.1f}x smaller, "
       f"latency {summary[3]['latency ms'] / summary[0]['latency ms']:.2f}x; structured 2/3: "
       f"{summary[0]['bytes'] / summary[4]['bytes']:.1f}x smaller, "
       f"latency {summary[4]['latency ms'] / summary[0]['latency ms']:.2f}x")
@@ -3110,16 +2594,18 @@ print(f"5. CNN 90% int8 CSR: {summary[0]['bytes'] / summary[3]['bytes']:.1f}x sm
 # 3. Line 3: the distillation gain shrinks (or turns negative) as the number of labelled
 #    images grows. Explain with "dark knowledge" and the alpha you used. When would you still
 #    distil with plenty of labels?
-# 4. Line 4: the compressed MLP is many times smaller but slower. Using the crossover
+# 4. Line 4: the int8 CSR CNN is many times smaller, but is it faster? Using the crossover
 #    sparsity in docs/results/README.md (from `benchmarks/bench_kernels.py`), at what
 #    sparsity would its CSR layers start to pay off in time, and is that sparsity reachable
 #    within 1% of accuracy?
-# 5. Line 5: you need to ship this digits CNN to a phone over a slow link *and* run it at
+# 5. Line 4 again: you need to ship this digits CNN to a phone over a slow link *and* run it at
 #    batch 1 as fast as possible. Which combination of the techniques of this module would
 #    you choose, in which order, and which number above supports each choice?
 #
-# **What next.** The going-further notebook `compression_more_pruning_dev.py` finds lottery
-# tickets (Frankle & Carbin 2019), turns a per-layer sensitivity analysis into per-layer
-# sparsity targets, and drops whole transformer blocks. `python -m benchmarks.run_all`
-# reruns every timing study of this module on your machine (docs/results/README.md).
-# Then `tito module complete 18` exports your notebook, runs it and prints your score.
+# **What next.** Part 2, `compression_deployment_dev.py`, saves your sparse models to a
+# file that loads safely and chains prune, fine-tune, int8 and CSR into one call;
+# `compression_more_pruning_dev.py` finds lottery tickets (Frankle & Carbin 2019), turns a
+# per-layer sensitivity analysis into sparsity targets and drops transformer blocks. Both
+# count toward your score. `python -m benchmarks.run_all` reruns every timing study of this
+# module (docs/results/README.md). Then `tito module complete 18` exports your notebooks,
+# runs them and prints your score.

@@ -51,8 +51,7 @@
 #| export optimization.compression.patterns
 import numpy as np
 
-from tinytorch.core import Module
-from tinytorch.optimization.compression.checks import check_finite_weights, check_fraction, check_int
+from tinytorch.core import Module, check_finite_weights, check_fraction, check_int
 from tinytorch.optimization.compression.metrics import prunable_layers
 from tinytorch.optimization.compression.pruning import apply_masks, keep_mask
 
@@ -62,10 +61,10 @@ import copy
 
 import numpy as np
 
-from tinytorch.core import Conv2d, Linear, Module, Parameter, Tensor, init
+from tinytorch.core import (Conv2d, Linear, Module, Parameter, Tensor, check_fraction, check_index_array, check_int,
+                            check_matrix_shape, init)
 from tinytorch.core.conv import im2col
-from tinytorch.optimization.compression.checks import check_fraction, check_int
-from tinytorch.optimization.compression.csr import GATHER_BUDGET, _as_index_array, _as_shape, _frozen
+from tinytorch.optimization.compression.csr import GATHER_BUDGET, read_only_copy
 from tinytorch.optimization.compression.metrics import PRUNABLE
 from tinytorch.optimization.compression.patterns import _pair, weight_matrix
 from tinytorch.optimization.compression.sparse import SparseConv2d, SparseLinear
@@ -75,8 +74,7 @@ from tinytorch.optimization.compression.sparse import SparseConv2d, SparseLinear
 import copy
 import math
 
-from tinytorch.core import Adam, Module
-from tinytorch.optimization.compression.checks import check_fraction, check_int, check_number
+from tinytorch.core import Adam, Module, check_fraction, check_int, check_number
 from tinytorch.optimization.compression.distillation import KnowledgeDistiller
 from tinytorch.optimization.compression.structured import StructuredPruner
 
@@ -459,7 +457,7 @@ class BSRMatrix:
     """
 
     def __init__(self, data, indices, indptr, shape):
-        rows, cols = _as_shape(shape)
+        rows, cols = check_matrix_shape("shape", shape)
         data = np.asarray(data)
         if data.ndim != 3:
             raise ValueError(f"data must be a 3-D array (nnzb, R, C) of blocks, got shape {data.shape}")
@@ -470,10 +468,11 @@ class BSRMatrix:
             raise ValueError(f"data's blocks must be at least 1 x 1, got {R} x {C}")
         if rows % R or cols % C:
             raise ValueError(f"shape {(rows, cols)} must be a multiple of the block size {(R, C)}")
-        indices = _as_index_array("indices", indices)
-        indptr = _as_index_array("indptr", indptr)
+        indices = check_index_array("indices", indices)
+        indptr = check_index_array("indptr", indptr)
         _check_block_index(indices, indptr, len(data), rows // R, cols // C)
-        self.data, self.indices, self.indptr = _frozen(data), _frozen(indices), _frozen(indptr)
+        self.data, self.indices = read_only_copy(data), read_only_copy(indices)
+        self.indptr = read_only_copy(indptr)
         self.shape, self.blocksize = (rows, cols), (int(R), int(C))
         self._padded = None  # the padded block rows, built once by padded_block_rows()
 

@@ -39,9 +39,8 @@
 #| export optimization.compression.lottery
 import numpy as np
 
-from tinytorch.core import Module, evaluate
-from tinytorch.optimization.compression.checks import (check_finite_weights, check_fraction,
-                                                       check_int, check_loader)
+from tinytorch.core import (Module, check_finite_weights, check_fraction, check_int, check_loader,
+                            evaluate)
 from tinytorch.optimization.compression.metrics import measure_sparsity, prunable_layers
 from tinytorch.optimization.compression.pruning import apply_masks, fine_tune, keep_mask
 
@@ -51,8 +50,7 @@ import copy
 
 import numpy as np
 
-from tinytorch.core import Module, Sequential, Tensor, evaluate, no_grad
-from tinytorch.optimization.compression.checks import check_choice
+from tinytorch.core import Module, Sequential, Tensor, check_choice, evaluate, no_grad
 
 # %%
 # Notebook-only setup: data and helpers for the tests.

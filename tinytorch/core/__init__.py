@@ -1,6 +1,8 @@
 """The completed modules 01-17: tensors with autograd, layers, losses, optimizers,
 training, data loading, precision, profiling and serialization."""
 from .attention import MultiHeadSelfAttention, TransformerBlock
+from .checks import (check_choice, check_finite_weights, check_fraction, check_index_array,
+                     check_int, check_loader, check_matrix_shape, check_number, check_real_array)
 from .conv import Conv2d, MaxPool2d
 from .data import DataLoader, Dataset, TensorDataset
 from .functional import accuracy, cross_entropy, kl_div, log_softmax, mse_loss, relu, softmax

@@ -7,20 +7,20 @@ __all__ = ['BLOCK_SIZES', 'MIN_FILL', 'BLOCK_SPARSE_LAYERS', 'block_ellpack', 'B
            'block_fill', 'block_structure', 'choose_format', 'BlockSparseLinear', 'BlockSparseConv2d',
            'to_block_sparse', 'layer_formats']
 
-# %% ../../../modules/18_compression/compression_fast_sparsity_dev.py #570459eb
+# %% ../../../modules/18_compression/compression_fast_sparsity_dev.py #371b7550
 import copy
 
 import numpy as np
 
-from ...core import Conv2d, Linear, Module, Parameter, Tensor, init
+from ...core import (Conv2d, Linear, Module, Parameter, Tensor, check_fraction, check_index_array, check_int,
+                            check_matrix_shape, init)
 from ...core.conv import im2col
-from .checks import check_fraction, check_int
-from .csr import GATHER_BUDGET, _as_index_array, _as_shape, _frozen
+from .csr import GATHER_BUDGET, read_only_copy
 from .metrics import PRUNABLE
 from .patterns import _pair, weight_matrix
 from .sparse import SparseConv2d, SparseLinear
 
-# %% ../../../modules/18_compression/compression_fast_sparsity_dev.py #cc1f16be
+# %% ../../../modules/18_compression/compression_fast_sparsity_dev.py #5d2af53a
 def _check_block_index(indices: np.ndarray, indptr: np.ndarray, nnzb: int, block_rows: int, block_cols: int) -> None:
     """ValueError naming the argument unless `indptr` (block_rows + 1 offsets) and `indices`
     (block columns) describe `nnzb` blocks of a block_rows x block_cols grid."""
@@ -84,7 +84,7 @@ class BSRMatrix:
     """
 
     def __init__(self, data, indices, indptr, shape):
-        rows, cols = _as_shape(shape)
+        rows, cols = check_matrix_shape("shape", shape)
         data = np.asarray(data)
         if data.ndim != 3:
             raise ValueError(f"data must be a 3-D array (nnzb, R, C) of blocks, got shape {data.shape}")
@@ -95,10 +95,11 @@ class BSRMatrix:
             raise ValueError(f"data's blocks must be at least 1 x 1, got {R} x {C}")
         if rows % R or cols % C:
             raise ValueError(f"shape {(rows, cols)} must be a multiple of the block size {(R, C)}")
-        indices = _as_index_array("indices", indices)
-        indptr = _as_index_array("indptr", indptr)
+        indices = check_index_array("indices", indices)
+        indptr = check_index_array("indptr", indptr)
         _check_block_index(indices, indptr, len(data), rows // R, cols // C)
-        self.data, self.indices, self.indptr = _frozen(data), _frozen(indices), _frozen(indptr)
+        self.data, self.indices = read_only_copy(data), read_only_copy(indices)
+        self.indptr = read_only_copy(indptr)
         self.shape, self.blocksize = (rows, cols), (int(R), int(C))
         self._padded = None  # the padded block rows, built once by padded_block_rows()
 

@@ -7,15 +7,14 @@ __all__ = ['SPANS', 'CODED_FIELDS', 'prune_and_retrain', 'code_lengths_for', 'st
            'shared_from_csr', 'shared_to_csr', 'SharedLinear', 'SharedConv2d', 'to_shared', 'coded_nbytes',
            'DeepCompressionReport', 'deep_compress']
 
-# %% ../../../modules/18_compression/compression_advanced_dev.py #8d398dbb
+# %% ../../../modules/18_compression/compression_advanced_dev.py #2710a79d
 import copy
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from ...core import Linear, Module, evaluate, format_table
-from .checks import check_choice, check_fraction, check_int, check_loader
-from .csr import CSRMatrix, _narrowest_uint
+from ...core import Linear, Module, check_choice, check_fraction, check_int, check_loader, evaluate, format_table
+from .csr import CSRMatrix, narrowest_uint
 from .huffman import absolute_positions, huffman_code_lengths, huffman_decode
 from .huffman import huffman_encode, relative_positions
 from .io import compressed_file_size
@@ -42,7 +41,7 @@ def prune_and_retrain(model: Module, train_loader, sparsity: float = 0.95, steps
     fine_tune(model, masks, train_loader, epochs=retrain_epochs, lr=retrain_lr)
     return model
 
-# %% ../../../modules/18_compression/compression_advanced_dev.py #50026af5
+# %% ../../../modules/18_compression/compression_advanced_dev.py #3ae2a869
 SPANS = tuple(2 ** p - 1 for p in range(1, 13))   # span + 1 = 2^p gap symbols: p bits each at fixed width
 CODED_FIELDS = ("codebook", "code_lengths", "codes", "gap_lengths", "gaps", "counts")
 
@@ -98,7 +97,7 @@ class CodedWeight:
         if len(positions) != len(codes):
             raise ValueError(f"the gap stream places {len(positions)} weights, the code stream holds {len(codes)}")
         k = max(len(arrays["codebook"]), 1)
-        self.shared = SharedWeight(arrays["codebook"], codes.astype(_narrowest_uint(k - 1)), positions, shape)
+        self.shared = SharedWeight(arrays["codebook"], codes.astype(narrowest_uint(k - 1)), positions, shape)
         self.arrays, self.shape = arrays, self.shared.shape
 
     @classmethod
@@ -132,7 +131,7 @@ class CodedWeight:
     def __repr__(self) -> str:
         return f"CodedWeight(shape={self.shape}, nnz={self.shared.nnz}, nbytes={self.nbytes:,})"
 
-# %% ../../../modules/18_compression/compression_advanced_dev.py #335cad5f
+# %% ../../../modules/18_compression/compression_advanced_dev.py #e2366295
 def shared_from_csr(csr: CSRMatrix) -> SharedWeight:
     """The SharedWeight of a CSR matrix: its distinct values are the codebook (at most 2^16)."""
     codebook, codes = np.unique(csr.data.astype(np.float32), return_inverse=True)
@@ -140,7 +139,7 @@ def shared_from_csr(csr: CSRMatrix) -> SharedWeight:
         raise ValueError(f"a shared weight has at most 2^16 distinct values, got {len(codebook)}")
     positions = csr.row_ids().astype(np.int64) * csr.shape[1] + csr.indices.astype(np.int64)
     codebook = codebook if len(codebook) else np.zeros(1, dtype=np.float32)
-    return SharedWeight(codebook, codes.astype(_narrowest_uint(len(codebook) - 1)), positions, csr.shape)
+    return SharedWeight(codebook, codes.astype(narrowest_uint(len(codebook) - 1)), positions, csr.shape)
 
 
 def shared_to_csr(shared: SharedWeight) -> CSRMatrix:
@@ -148,8 +147,8 @@ def shared_to_csr(shared: SharedWeight) -> CSRMatrix:
     rows, cols = shared.shape
     row_of, indices = np.divmod(shared.positions, max(cols, 1))
     indptr = np.concatenate([[0], np.cumsum(np.bincount(row_of, minlength=rows))])
-    return CSRMatrix(shared.codebook[shared.codes], indices.astype(_narrowest_uint(max(cols - 1, 0))),
-                     indptr.astype(_narrowest_uint(shared.nnz)), shared.shape)
+    return CSRMatrix(shared.codebook[shared.codes], indices.astype(narrowest_uint(max(cols - 1, 0))),
+                     indptr.astype(narrowest_uint(shared.nnz)), shared.shape)
 
 
 class _CodedStorage:

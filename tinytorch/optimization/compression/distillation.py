@@ -3,15 +3,14 @@
 # %% auto #0
 __all__ = ['kd_loss', 'KnowledgeDistiller', 'distill_step', 'distill']
 
-# %% ../../../modules/18_compression/compression_dev.py #4d117653
+# %% ../../../modules/18_compression/compression_dev.py #b9f5a79e
 import time
 
 import numpy as np
 
-from ...core import (Adam, Linear, Module, Tensor, cross_entropy, evaluate, kl_div,
-                            log_softmax, no_grad, softmax)
-from .checks import (check_fraction, check_int, check_loader,
-                                                       check_number)
+from ...core import (Adam, Linear, Module, Tensor, check_fraction, check_int, check_loader,
+                            check_number, cross_entropy, evaluate, kl_div, log_softmax, no_grad,
+                            softmax)
 
 # %% ../../../modules/18_compression/compression_dev.py #a5d83c99
 def kd_loss(student_logits: Tensor, teacher_logits: np.ndarray, labels, temperature: float,

@@ -4,12 +4,12 @@
 __all__ = ['MAX_CODE_LENGTH', 'huffman_code_lengths', 'check_code_lengths', 'canonical_codes', 'huffman_encode', 'huffman_decode',
            'relative_positions', 'absolute_positions']
 
-# %% ../../../modules/18_compression/compression_advanced_dev.py #daf521e1
+# %% ../../../modules/18_compression/compression_advanced_dev.py #57eb47ba
 import heapq
 
 import numpy as np
 
-from .checks import check_int
+from ...core import check_int
 
 # %% ../../../modules/18_compression/compression_advanced_dev.py #9a6e284a
 MAX_CODE_LENGTH = 32  # bits; a Huffman code needs more only for streams of millions of symbols

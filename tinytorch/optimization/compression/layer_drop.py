@@ -3,13 +3,12 @@
 # %% auto #0
 __all__ = ['LAYER_METRICS', 'block_candidates', 'block_importance', 'prune_layers']
 
-# %% ../../../modules/18_compression/compression_more_pruning_dev.py #7384aef5
+# %% ../../../modules/18_compression/compression_more_pruning_dev.py #f10d0e22
 import copy
 
 import numpy as np
 
-from ...core import Module, Sequential, Tensor, evaluate, no_grad
-from .checks import check_choice
+from ...core import Module, Sequential, Tensor, check_choice, evaluate, no_grad
 
 # %% ../../../modules/18_compression/compression_more_pruning_dev.py #31d7aad6
 LAYER_METRICS = ("accuracy", "output")

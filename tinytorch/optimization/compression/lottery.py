@@ -5,12 +5,11 @@
 # %% auto #0
 __all__ = ['lottery_ticket', 'sensitivity_analysis', 'sensitivity_targets']
 
-# %% ../../../modules/18_compression/compression_more_pruning_dev.py #18cebe6e
+# %% ../../../modules/18_compression/compression_more_pruning_dev.py #3ee8d603
 import numpy as np
 
-from ...core import Module, evaluate
-from .checks import (check_finite_weights, check_fraction,
-                                                       check_int, check_loader)
+from ...core import (Module, check_finite_weights, check_fraction, check_int, check_loader,
+                            evaluate)
 from .metrics import measure_sparsity, prunable_layers
 from .pruning import apply_masks, fine_tune, keep_mask
 

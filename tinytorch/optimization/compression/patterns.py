@@ -3,11 +3,10 @@
 # %% auto #0
 __all__ = ['weight_matrix', 'block_norms', 'block_mask', 'nm_mask', 'BlockPruner', 'NMPruner']
 
-# %% ../../../modules/18_compression/compression_fast_sparsity_dev.py #7ba9cd57
+# %% ../../../modules/18_compression/compression_fast_sparsity_dev.py #32dfff48
 import numpy as np
 
-from ...core import Module
-from .checks import check_finite_weights, check_fraction, check_int
+from ...core import Module, check_finite_weights, check_fraction, check_int
 from .metrics import prunable_layers
 from .pruning import apply_masks, keep_mask
 

@@ -4,13 +4,12 @@
 __all__ = ['keep_mask', 'apply_masks', 'layer_masks', 'global_masks', 'taylor_importance', 'MagnitudePruner', 'prune_magnitude',
            'MaskedOptimizer', 'fine_tune', 'PolynomialSchedule', 'progressive_prune']
 
-# %% ../../../modules/18_compression/compression_dev.py #4ea0fb22
+# %% ../../../modules/18_compression/compression_dev.py #9a38f4e7
 import numpy as np
 
-from ...core import Adam, Module, cross_entropy, evaluate, train_epoch
-from .checks import (check_choice, check_finite_weights,
-                                                       check_fraction, check_int, check_loader,
-                                                       check_number)
+from ...core import (Adam, Module, check_choice, check_finite_weights, check_fraction,
+                            check_int, check_loader, check_number, cross_entropy, evaluate,
+                            train_epoch)
 from .metrics import measure_sparsity, prunable_layers
 
 # %% ../../../modules/18_compression/compression_dev.py #30a50a2e

@@ -3,12 +3,11 @@
 # %% auto #0
 __all__ = ['prune_then_distill']
 
-# %% ../../../modules/18_compression/compression_fast_sparsity_dev.py #5bae8415
+# %% ../../../modules/18_compression/compression_fast_sparsity_dev.py #22637832
 import copy
 import math
 
-from ...core import Adam, Module
-from .checks import check_fraction, check_int, check_number
+from ...core import Adam, Module, check_fraction, check_int, check_number
 from .distillation import KnowledgeDistiller
 from .structured import StructuredPruner
 

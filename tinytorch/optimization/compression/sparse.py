@@ -4,27 +4,27 @@
 __all__ = ['SPARSE_LAYERS', 'sparse_linear', 'sparse_conv2d', 'SparseLinear', 'SparseConv2d', 'sparse_layers',
            'model_nbytes_compressed', 'to_sparse']
 
-# %% ../../../modules/18_compression/compression_dev.py #24dd4c64
+# %% ../../../modules/18_compression/compression_dev.py #6c096f0e
 import copy
 
 import numpy as np
 
-from ...core import Conv2d, Linear, Module, Parameter, Tensor, init
+from ...core import (Conv2d, Linear, Module, Parameter, Tensor, check_choice, check_fraction,
+                            init)
 from ...core.conv import im2col
-from .checks import check_choice, check_fraction
-from .csr import (QUANT_PER, CSRMatrix, QuantizedCSR,
-                                                    _narrowest_uint, csr_matmul)
+from .csr import (QUANT_PER, CSRMatrix, QuantizedCSR, csr_matmul,
+                                                    narrowest_uint)
 from .metrics import PRUNABLE
 
-# %% ../../../modules/18_compression/compression_dev.py #8c840cbc
+# %% ../../../modules/18_compression/compression_dev.py #2d8dd811
 def _weight_storage(weight, expected_shape: tuple) -> tuple:
     """(compute CSRMatrix float32, QuantizedCSR or None) for a CSRMatrix or QuantizedCSR."""
     if isinstance(weight, QuantizedCSR):
         compute, quantized = weight.dequantize(), weight
     elif isinstance(weight, CSRMatrix):  # float32 values, the narrowest index dtypes
-        indices = weight.indices.astype(_narrowest_uint(max(weight.shape[1] - 1, 0)))
+        indices = weight.indices.astype(narrowest_uint(max(weight.shape[1] - 1, 0)))
         compute = CSRMatrix(weight.data.astype(np.float32), indices,
-                            weight.indptr.astype(_narrowest_uint(weight.nnz)), weight.shape)
+                            weight.indptr.astype(narrowest_uint(weight.nnz)), weight.shape)
         quantized = None
     else:
         raise ValueError(f"weight must be a CSRMatrix or QuantizedCSR, got {type(weight).__name__}")

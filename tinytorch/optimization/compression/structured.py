@@ -3,13 +3,12 @@
 # %% auto #0
 __all__ = ['STRUCTURED_CRITERIA', 'CHANNELWISE', 'unit_norms', 'prune_structured', 'StructuredPruner']
 
-# %% ../../../modules/18_compression/compression_dev.py #d289e7be
+# %% ../../../modules/18_compression/compression_dev.py #5e4941b2
 import numpy as np
 
 from ...core import (Conv2d, Dropout, Flatten, Linear, MaxPool2d, Module, Parameter, ReLU,
-                            Sequential, Tanh)
-from .checks import (check_choice, check_finite_weights,
-                                                       check_fraction, check_int)
+                            Sequential, Tanh, check_choice, check_finite_weights, check_fraction,
+                            check_int)
 from .metrics import PRUNABLE
 
 # %% ../../../modules/18_compression/compression_dev.py #c90b0d43

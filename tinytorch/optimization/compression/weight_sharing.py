@@ -4,16 +4,15 @@
 __all__ = ['KMEANS_INITS', 'PAPER_BITS', 'assign_clusters', 'initial_centroids', 'kmeans_1d', 'SharedWeight', 'share_weights',
            'centroid_gradients', 'CentroidOptimizer', 'fine_tune_centroids']
 
-# %% ../../../modules/18_compression/compression_advanced_dev.py #d68976ce
+# %% ../../../modules/18_compression/compression_advanced_dev.py #f2985fbf
 import numpy as np
 
-from ...core import Adam, Conv2d, Linear, Module, Parameter
-from .checks import check_choice, check_int
-from .csr import _frozen, _narrowest_uint
+from ...core import Adam, Conv2d, Linear, Module, Parameter, check_choice, check_int
+from .csr import narrowest_uint, read_only_copy
 from .metrics import prunable_layers
 from .pruning import fine_tune
 
-# %% ../../../modules/18_compression/compression_advanced_dev.py #31206090
+# %% ../../../modules/18_compression/compression_advanced_dev.py #953f85ca
 KMEANS_INITS = ("linear", "density", "random")
 
 
@@ -72,9 +71,9 @@ def kmeans_1d(values, n_clusters: int, iters: int = 50, init: str = "linear", se
             break
         codes = new_codes
         ### END SOLUTION
-    return centroids.astype(np.float32), codes.astype(_narrowest_uint(k - 1))
+    return centroids.astype(np.float32), codes.astype(narrowest_uint(k - 1))
 
-# %% ../../../modules/18_compression/compression_advanced_dev.py #346db150
+# %% ../../../modules/18_compression/compression_advanced_dev.py #9f0a2039
 class SharedWeight:
     """A pruned, weight-shared (rows, cols) matrix: w.flat[positions[i]] = codebook[codes[i]],
     every other entry 0.
@@ -107,7 +106,8 @@ class SharedWeight:
         flat = positions.astype(np.int64)
         if len(flat) and (flat[0] < 0 or flat[-1] >= rows * cols or np.any(np.diff(flat) <= 0)):
             raise ValueError(f"positions must increase strictly within [0, rows * cols = {rows * cols})")
-        self.codebook, self.codes, self.positions = _frozen(codebook), _frozen(codes), _frozen(flat)
+        self.codebook, self.codes = read_only_copy(codebook), read_only_copy(codes)
+        self.positions = read_only_copy(flat)
         self.shape = (rows, cols)
 
     @property
