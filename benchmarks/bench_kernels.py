@@ -25,7 +25,7 @@ import tracemalloc
 
 import numpy as np
 
-from tinytorch.core import Tensor, no_grad
+from tinytorch.core import Tensor, best_median_times, no_grad
 from tinytorch.models import load_pretrained
 from tinytorch.optimization import compression
 from tinytorch.optimization.compression import prunable_layers, prune_magnitude, to_sparse
@@ -181,7 +181,7 @@ def model_layers(cfg: dict, rng) -> tuple:
                 X = rng.standard_normal((images * positions, in_f)).astype(np.float32)
                 fns = candidates(W, X)
                 with common.blas_threads(1):
-                    times = common.best_median_times(fns, rounds=cfg["rounds"], repeats=cfg["repeats"])
+                    times = best_median_times(fns, rounds=cfg["rounds"], repeats=cfg["repeats"])
                 row = {"model": model_name, "layer": lname, "type": type(layer).__name__,
                        "matrix": [out_f, in_f], "images": images, "columns": images * positions,
                        "sparsity": float(np.mean(W == 0)), "ms": {k: 1e3 * v for k, v in times.items()},
@@ -199,7 +199,7 @@ def model_layers(cfg: dict, rng) -> tuple:
                         m(x)
                 return go
             with common.blas_threads(1):
-                times = common.best_median_times({"dense": infer(model), "csr": infer(sparse)},
+                times = best_median_times({"dense": infer(model), "csr": infer(sparse)},
                                                  rounds=cfg["rounds"], repeats=cfg["repeats"])
             whole.append({"model": model_name, "sparsity": cfg["layer_sparsity"], "images": images,
                           "ms": {k: 1e3 * v for k, v in times.items()},

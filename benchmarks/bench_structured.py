@@ -16,7 +16,7 @@ import copy
 import sys
 
 import tinytorch as tt
-from tinytorch.core import Conv2d, Tensor, no_grad
+from tinytorch.core import Conv2d, Tensor, best_median_times, no_grad
 from tinytorch.datasets import digits_loaders, load_digits
 from tinytorch.models import load_pretrained
 from tinytorch.optimization.compression import (StructuredPruner, count_params, model_flops,
@@ -86,7 +86,7 @@ def run(quick: bool, out) -> dict:
     latency = {}
     for batch in BATCHES:
         x = Tensor(x_test[:batch])
-        latency[batch] = common.best_median_times({n: _infer(m, x) for n, m in models.items()},
+        latency[batch] = best_median_times({n: _infer(m, x) for n, m in models.items()},
                                                   rounds=cfg["rounds"], repeats=cfg["repeats"][batch])
     dense_macs = model_flops(dense, INPUT_SHAPE)
     table = []

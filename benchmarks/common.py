@@ -23,7 +23,7 @@ matplotlib.use("Agg")  # files only, never a window: the benchmarks run headless
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from tinytorch.core import median_time  # noqa: E402
+from tinytorch.core import best_median_times  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = REPO_ROOT / "docs" / "results"
@@ -138,17 +138,6 @@ def timings_by_threads(fns: dict, rounds: int = 3, repeats: int = 7) -> dict:
         with blas_threads(limit):
             timings[label] = best_median_times(fns, rounds=rounds, repeats=repeats)
     return timings
-
-
-def best_median_times(fns: dict, rounds: int = 3, repeats: int = 7) -> dict:
-    """{name: seconds}: the fastest of `rounds` medians (tinytorch.core.median_time) of
-    `repeats` calls, the functions interleaved round by round so that a slow phase of the
-    machine hits all of them alike. Load from other programs can only add time, hence min."""
-    best = {name: float("inf") for name in fns}
-    for _ in range(rounds):
-        for name, fn in fns.items():
-            best[name] = min(best[name], median_time(fn, repeats=repeats))
-    return best
 
 
 class Stopwatch:

@@ -4,9 +4,9 @@ Runs mutmut 3 (`pip install -e ".[mutation]"`) on a scratch copy of the package 
 checkpoints, so the checkout is never touched:
 
 1. copies tinytorch/, the checkpoints of the pass and pyproject.toml (plus a [tool.mutmut]
-   section) into a work directory; two passes: the lesson's regions (MAIN_NOTEBOOK) with the
-   graded checkpoint alone (tests/checkpoints/checkpoint_18_compression.py, the score), the
-   going-further notebooks' regions with every checkpoint of the module (checkpoint_18_*.py);
+   section) into a work directory; two passes: the graded notebooks' regions (GRADED_NOTEBOOKS)
+   with the graded checkpoint alone (tests/checkpoints/checkpoint_18_compression.py, the score),
+   the bonus notebooks' regions with every checkpoint of the module (checkpoint_18_*.py);
 2. lets mutmut generate every mutant of the files holding solution regions (`mutmut run`
    on one mutant; mutmut generates all of them before it runs any);
 3. keeps the mutants whose changed lines lie inside a `### BEGIN/END SOLUTION` region
@@ -21,10 +21,10 @@ checkpoints, so the checkout is never touched:
     python scripts/mutation_check.py --only csr.py   # regions of one file
     python scripts/mutation_check.py --no-write      # do not touch docs/grading.md
 
-Exit status 0 when, in the graded lesson notebook (MAIN_NOTEBOOK), at least TARGET of the
-non-equivalent mutants are killed and every survivor is explained, 1 otherwise; the
-going-further notebooks' results are reported (their unexplained survivors are holes in the
-bonus checkpoints, not in the grade). Not part of the default test run: it is CPU-heavy.
+Exit status 0 when, in every graded notebook (GRADED_NOTEBOOKS), at least TARGET of the
+non-equivalent mutants are killed and every survivor is explained, 1 otherwise; the bonus
+notebooks' results are reported (their unexplained survivors are holes in the bonus
+checkpoints, not in the grade). Not part of the default test run: it is CPU-heavy.
 """
 import argparse
 import ast
@@ -45,7 +45,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from grading_map import CHECKPOINT, CHECKPOINTS, DOC, PACKAGE, REPO, find_regions  # noqa: E402
 
 TARGET = 0.95
-MAIN_NOTEBOOK = "compression_dev.py"   # the lesson graded by checkpoint_18_compression.py
+# The notebooks whose capabilities are in checkpoint_18_compression.py (the score): the lesson,
+# its part 2 and the pruning going-further notebook (module.yaml notebook_tests maps them).
+GRADED_NOTEBOOKS = ("compression_dev.py", "compression_deployment_dev.py",
+                    "compression_more_pruning_dev.py")
 MUTATION_START, MUTATION_END = "<!-- mutation:start -->", "<!-- mutation:end -->"
 KILLED = {"killed", "timeout", "segfault", "caught by type check"}
 
@@ -319,9 +322,10 @@ def render(mutants: list, summary: dict) -> str:
         f"{summary['seconds']} s for the mutant runs, {summary['seconds_total']} s in all, on a shared 2-core "
         "machine. A mutant is kept when every line "
         f"it changes lies inside a solution region ({summary['outside_regions']} others in the same files were "
-        "generated and not run). A mutant of the lesson (" + MAIN_NOTEBOOK + ") is tested by the graded "
-        "checkpoint alone (`tests/checkpoints/checkpoint_18_compression.py`, the score); a mutant of a "
-        "going-further notebook by every checkpoint of the module, its bonus checkpoint included.",
+        "generated and not run). A mutant of a graded notebook (" + ", ".join(GRADED_NOTEBOOKS) + ") is "
+        "tested by the graded checkpoint alone (`tests/checkpoints/checkpoint_18_compression.py`, the "
+        "score); a mutant of a bonus notebook by every checkpoint of the module, its bonus checkpoint "
+        "included.",
         "",
         "| notebook | generated | killed | survived | equivalent | killed / non-equivalent |",
         "| --- | --- | --- | --- | --- | --- |",
@@ -331,10 +335,10 @@ def render(mutants: list, summary: dict) -> str:
                      f"| {c['score']:.1%} |")
     lines += ["", "Statuses (all): " + ", ".join(f"{k} {v}" for k, v in sorted(summary["total"]["statuses"].items()))
               + ". Killed counts mutmut's killed and timeout.",
-              "", f"Target: at least {TARGET:.0%} of the non-equivalent mutants of the graded lesson "
-              f"({MAIN_NOTEBOOK}) killed, every survivor explained. The going-further notebooks are graded "
-              "by bonus checkpoints only; their unexplained survivors are listed below as holes in that "
-              "bonus grading, not in the score."]
+              "", f"Target: at least {TARGET:.0%} of the non-equivalent mutants of each graded notebook "
+              "killed, every survivor explained. The other going-further notebooks are graded by bonus "
+              "checkpoints only; their unexplained survivors are listed below as holes in that bonus "
+              "grading, not in the score."]
     survivors = [m for m in mutants if m.status not in KILLED]
     if survivors:
         lines += ["", "| survivor | original | mutated | why it survives |", "| --- | --- | --- | --- |"]
@@ -400,10 +404,10 @@ def main(argv=None) -> int:
     if not regions:
         raise SystemExit("no solution region matches --only")
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="mutation-"))
-    # The lesson's regions are tested by the graded checkpoint alone (the score); the
-    # going-further notebooks' regions by every checkpoint of the module (the bonus ones too).
-    passes = [("graded", [r for r in regions if r.notebook == MAIN_NOTEBOOK], [CHECKPOINT]),
-              ("bonus", [r for r in regions if r.notebook != MAIN_NOTEBOOK], CHECKPOINTS)]
+    # The graded notebooks' regions are tested by the graded checkpoint alone (the score); the
+    # bonus notebooks' regions by every checkpoint of the module (the bonus ones too).
+    passes = [("graded", [r for r in regions if r.notebook in GRADED_NOTEBOOKS], [CHECKPOINT]),
+              ("bonus", [r for r in regions if r.notebook not in GRADED_NOTEBOOKS], CHECKPOINTS)]
     mutants, outside, seconds = [], {}, 0.0
     for name, pass_regions, checkpoints in passes:
         if pass_regions:
@@ -420,8 +424,8 @@ def main(argv=None) -> int:
     print(render(mutants, summary))
     if not args.no_write and not args.only:
         write_section(render(mutants, summary))
-    main_result = summary["notebooks"].get(MAIN_NOTEBOOK)
-    met = main_result is None or (main_result["score"] >= TARGET and main_result["unexplained"] == 0)
+    graded = [summary["notebooks"][nb] for nb in GRADED_NOTEBOOKS if nb in summary["notebooks"]]
+    met = all(result["score"] >= TARGET and result["unexplained"] == 0 for result in graded)
     return 0 if met else 1
 
 

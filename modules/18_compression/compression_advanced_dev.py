@@ -75,7 +75,8 @@ from tinytorch.optimization.compression.huffman import absolute_positions, huffm
 from tinytorch.optimization.compression.huffman import huffman_encode, relative_positions
 from tinytorch.optimization.compression.io import compressed_file_size
 from tinytorch.optimization.compression.metrics import PRUNABLE, count_params, prunable_layers
-from tinytorch.optimization.compression.pruning import fine_tune, progressive_prune
+from tinytorch.optimization.compression.pruning import fine_tune
+from tinytorch.optimization.compression.schedule import progressive_prune
 from tinytorch.optimization.compression.sparse import SparseConv2d, SparseLinear, model_nbytes_compressed
 from tinytorch.optimization.compression.sparse import sparse_layers, to_sparse
 from tinytorch.optimization.compression.weight_sharing import KMEANS_INITS, SharedWeight, _layer_bits

@@ -11,30 +11,38 @@
 # ---
 
 # %% [markdown]
-# # Compression, part 2: shipping a compressed model
+# # Compression, part 2: from a pruned model to a shipped file
 #
-# > A file that holds a sparse, int8 model and loads it safely; one call that prunes,
-# > fine-tunes, quantizes and stores a model, and reports what each stage cost.
+# > Prune gradually, store a sparse int8 model in a file that loads safely, and chain
+# > prune, fine-tune, quantize and store in one call that reports what each stage cost.
 
 # %% [markdown]
-# This notebook continues the main lesson `compression_dev.py` after its section 5: the sparse
-# layers you built there keep their CSR or int8 weight as *extra state*, which `save_model`
-# refuses to write. Here you give them a file format, then chain everything into the
-# pipeline of Deep Compression. It uses the exported package (run `tito export 18_compression`
+# This notebook continues the main lesson `compression_dev.py`. There you pruned in one shot;
+# here the sparsity grows step by step (Zhu & Gupta 2017). The sparse layers you built keep
+# their CSR or int8 weight as *extra state*, which `save_model` refuses to write: here they
+# get a file format. Then everything is chained into the pipeline of Deep Compression. It uses the exported package (run `tito export 18_compression`
 # first) and counts toward the module's score like the lesson. Same rhythm: an explanation,
 # an **exercise** ("Exercise N.M" says what to build, its inputs and outputs and which test
 # checks it), a test, one measured analysis. It exports two modules of the package:
 #
 # | section | module | what it holds |
 # |---|---|---|
-# | 1 Saving a compressed model | `io.py` | `save_compressed`, `load_compressed`, `compressed_file_size` |
-# | 2 The compression pipeline | `pipeline.py` | `compress`, `CompressionReport` |
+# | 1 Gradual pruning | `schedule.py` | `PolynomialSchedule`, `progressive_prune` |
+# | 2 Saving a compressed model | `io.py` | `save_compressed`, `load_compressed`, `compressed_file_size` |
+# | 3 The compression pipeline | `pipeline.py` | `compress`, `CompressionReport` |
 
 # %%
-#| default_exp optimization.compression.io
+#| default_exp optimization.compression.schedule
 
 # %% [markdown]
 # ### What each module imports
+
+# %%
+#| export optimization.compression.schedule
+from tinytorch.core import (Adam, Module, check_fraction, check_int, check_loader, check_number,
+                            evaluate)
+from tinytorch.optimization.compression.metrics import measure_sparsity
+from tinytorch.optimization.compression.pruning import MagnitudePruner, fine_tune
 
 # %%
 #| export optimization.compression.io
@@ -59,8 +67,8 @@ from tinytorch.core import (Module, check_fraction, check_int, check_loader, eva
                             median_time, no_grad)
 from tinytorch.optimization.compression.io import compressed_file_size
 from tinytorch.optimization.compression.metrics import count_params, prunable_layers
-from tinytorch.optimization.compression.pruning import (MagnitudePruner, fine_tune,
-                                                        progressive_prune)
+from tinytorch.optimization.compression.pruning import MagnitudePruner, fine_tune
+from tinytorch.optimization.compression.schedule import progressive_prune
 from tinytorch.optimization.compression.sparse import (model_nbytes_compressed, sparse_layers,
                                                        to_sparse)
 
@@ -97,7 +105,113 @@ def expect_value_error(call, *words):
     raise AssertionError(f"expected a ValueError mentioning {words}")
 
 # %% [markdown]
-# ## 1 Saving a compressed model
+# ## 1 Gradual pruning: the polynomial schedule
+#
+# The lesson pruned in one shot, then fine-tuned. Removing 90% of the weights at once is a
+# shock. Zhu & Gupta (2017, "To prune, or not to
+# prune") prune gradually: over n steps the sparsity follows
+#
+# $$s_t = s_f + (s_i - s_f)\left(1 - \frac{t}{n}\right)^3,$$
+#
+# fast at first, when many weights are redundant, and slowly near the target, with
+# fine-tuning between steps so the network can recover. Section 3 measures what it buys: the
+# pipeline reports the one-shot accuracy next to the gradually pruned one.
+#
+# ### Exercise 1.1: `PolynomialSchedule` and `_prune_step`
+# - `PolynomialSchedule(initial, final, steps, power=3)(t) -> float`: clip `t` to
+#   `[0, steps]`, then the formula above (with `power`). Iterating gives s_1 .. s_n (given).
+# - `_prune_step(model, sparsity, scope, loader, epochs, optimizer)`, one step of
+#   `progressive_prune` (given): prune `model` to `sparsity` with `MagnitudePruner(sparsity,
+#   scope=scope)`, then `fine_tune` it for `epochs` epochs on `loader` with `optimizer`.
+#
+# Checked by `test_polynomial_schedule`.
+
+# %% nbgrader={"grade": false, "grade_id": "progressive", "solution": true}
+#| export optimization.compression.schedule
+class PolynomialSchedule:
+    """Sparsity at step t of n: s_t = final + (initial - final) * (1 - t/n) ** power.
+
+    s_0 = initial and s_n = final; t beyond [0, n] is clipped. Iterating gives s_1 .. s_n.
+    """
+
+    def __init__(self, initial: float, final: float, steps: int, power: float = 3):
+        self.initial = check_fraction("initial", initial)
+        self.final = check_fraction("final", final)
+        self.steps = check_int("steps", steps, minimum=1)
+        self.power = check_number("power", power)
+        if self.power <= 0:
+            raise ValueError(f"power must be a finite number > 0, got {power!r}")
+
+    def __call__(self, t: int) -> float:
+        # TODO: clip t to [0, steps]; return final + (initial - final) * (1 - t/steps) ** power.
+        ### BEGIN SOLUTION
+        t = min(max(t, 0), self.steps)
+        return self.final + (self.initial - self.final) * (1 - t / self.steps) ** self.power
+        ### END SOLUTION
+
+    def __iter__(self):
+        return iter([self(t) for t in range(1, self.steps + 1)])
+
+
+def _prune_step(model: Module, sparsity: float, scope: str, loader, epochs: int,
+                optimizer) -> None:
+    """Prune `model` in place to `sparsity` by |w|, then fine-tune it with the masks held."""
+    # TODO: a MagnitudePruner of the given scope, then fine_tune with `optimizer`.
+    ### BEGIN SOLUTION
+    masks = MagnitudePruner(sparsity, scope=scope).prune(model)
+    fine_tune(model, masks, loader, epochs=epochs, optimizer=optimizer)
+    ### END SOLUTION
+
+# %%
+#| export optimization.compression.schedule
+def progressive_prune(model: Module, target_sparsity: float = 0.9, steps: int = 5,
+                      train_loader=None, epochs_per_step: int = 1, initial_sparsity: float = 0.0,
+                      scope: str = "layer", lr: float = 1e-3, val_loader=None,
+                      verbose: bool = True, return_history: bool = False):
+    """Prune `model` IN PLACE to `target_sparsity` in `steps` steps of a cubic
+    PolynomialSchedule, fine-tuning `epochs_per_step` epochs (Adam, lr) after each step.
+
+    Returns `model`; with return_history=True (model, history), one history row per step:
+    {"step", "sparsity", "accuracy" (on val_loader, if given)}.
+    """
+    check_loader("train_loader", train_loader)
+    schedule = PolynomialSchedule(initial_sparsity, target_sparsity, steps)
+    epochs_per_step = check_int("epochs_per_step", epochs_per_step, minimum=0)
+    optimizer = Adam(model.parameters(), lr=lr)  # one optimizer: the masks keep its state harmless
+    history = []
+    for step, sparsity in enumerate(schedule, start=1):
+        _prune_step(model, sparsity, scope, train_loader, epochs_per_step, optimizer)
+        row = {"step": step, "sparsity": measure_sparsity(model)}
+        if val_loader is not None:
+            row["accuracy"] = evaluate(model, val_loader)
+        history.append(row)
+        if verbose:
+            print("  ".join(f"{k} {v:.2%}" if isinstance(v, float) else f"{k} {v}"
+                            for k, v in row.items()))
+    return (model, history) if return_history else model
+
+# %%
+def test_polynomial_schedule():
+    """The schedule's values by the formula, then a short progressive run."""
+    schedule = PolynomialSchedule(0.0, 0.9, steps=4)
+    want = [0.9 + (0.0 - 0.9) * (1 - t / 4) ** 3 for t in range(1, 5)]
+    assert np.allclose(list(schedule), want), f"s_1..s_4: expected {want}, got {list(schedule)}"
+    assert schedule(0) == 0.0 and abs(schedule(10) - 0.9) < 1e-12, \
+        f"t outside [0, steps] must be clipped: s_0 = {schedule(0)}, s_10 = {schedule(10)}"
+    tt.manual_seed(0)
+    model, history = progressive_prune(MLP(hidden=(32,)), 0.8, steps=2,
+                                       train_loader=small_loader(128), verbose=False,
+                                       return_history=True)
+    got = [round(row["sparsity"], 3) for row in history]
+    assert abs(got[-1] - 0.8) < 2e-3 and got[0] < got[-1], \
+        f"progressive_prune must climb to the target 0.8 step by step, got {got}"
+    print("PolynomialSchedule / progressive_prune: OK")
+
+
+test_polynomial_schedule()
+
+# %% [markdown]
+# ## 2 Saving a compressed model
 #
 # `save_model` (module 17) stores Parameters only, so it refuses a sparse model. A sparse
 # layer's weight is *extra state*: `get_extra_state()` / `set_extra_state(state)` hand out and
@@ -116,7 +230,7 @@ def expect_value_error(call, *words):
 # and `read_npz` (`allow_pickle=False`, sizes checked before allocating): a damaged file
 # gives a `ValueError` naming it, never a half-built model.
 #
-# ### Exercise 1.1: the sparse entries of the archive
+# ### Exercise 2.1: the sparse entries of the archive
 # - `_sparse_entries(model) -> (kinds, arrays)`: for every sparse layer
 #   (`_stateful_layers(model)`, `{name: layer}`), from `layer.get_extra_state()`, record
 #   `kinds[name] = {"kind": <its "kind">}` and store every other entry under
@@ -297,14 +411,14 @@ def test_save_load_compressed():
 test_save_load_compressed()
 
 # %% [markdown]
-# ## 2 The compression pipeline
+# ## 3 The compression pipeline
 #
 # Deep Compression (Han, Mao & Dally 2016) chains **prune** (keep ~10% of the weights),
 # **retrain** the survivors, **quantize**, and stores the result compactly. `compress`
 # (given) runs that chain on a copy of a model and reports accuracy at each stage, bytes
 # (dense float32, in memory, on disk) and the latency of the dense and the sparse model.
 #
-# ### Exercise 2.1: `_prune_and_fine_tune`
+# ### Exercise 3.1: `_prune_and_fine_tune`
 # `_prune_and_fine_tune(work, train_loader, score, sparsity, fine_tune_epochs, steps, scope,
 # lr) -> (accuracy_pruned, seconds)` prunes `work` **in place** and fine-tunes it;
 # `accuracy_pruned` is `score(m)` of the *one-shot* pruned model (`MagnitudePruner(sparsity,

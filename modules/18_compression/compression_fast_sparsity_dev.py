@@ -41,6 +41,63 @@
 # measured with BLAS pinned to **one thread** (`threadpoolctl`, when installed), the variants
 # interleaved in one process, and the fastest of several medians kept.
 
+# %% [markdown]
+# ### Before we start: how the lesson's CSR kernels are made fast
+#
+# The main lesson's Exercise 5.2 gave the recipe; here is the reasoning behind it, which the
+# block-sparse kernels below reuse.
+#
+# The textbook CSR product walks row by row: `y[r] = sum(data[k] * x[indices[k]])` for `k`
+# in the row's range. In Python, a loop over rows or nonzeros runs at ~10^7 operations per
+# second: hopeless. We need a formulation where NumPy does every step in C.
+#
+# **What bounds a NumPy kernel.** A compiled sparse kernel (scipy's C++) reads each nonzero
+# once, multiplies and adds in a register, and writes each output once. NumPy cannot fuse
+# steps: every call is one pass over its operands, and every pass that makes a temporary
+# writes it to memory and reads it back in the next call. So count **passes over the data
+# per nonzero**: the gather `x[indices]` is one, the multiply by `data` another, the sum a
+# third. On top of that each NumPy call costs ~1-5 µs of fixed overhead, which is all there
+# is to a 1024-row product at 99% sparsity. Dense BLAS pays none of this: one pass, blocked
+# for the caches, vectorized; it only loses because it also multiplies the zeros. A NumPy
+# sparse kernel is fast when it makes few passes, keeps its temporaries in the cache, and
+# lets a BLAS call do the multiply-add.
+#
+# * **One vector (`csr_matvec`): a segmented sum.** Gather the products
+#   `data[k] * x[indices[k]]` for all nonzeros (`np.take`, then an in-place multiply: two
+#   passes, nothing padded), then sum each row's contiguous segment with
+#   `np.add.reduceat(products, starts)`. Its trap: `reduceat` at an empty row returns the
+#   *next* element instead of 0, and fails past the end, so it runs on the non-empty rows
+#   only and their sums are scattered into zeros. The cached flat arrays (columns as the
+#   index type `np.take` wants, float values, the starts of the non-empty rows) are built
+#   once per matrix by `segments()`.
+# * **A batch (`csr_matmul`): padded rows, gathered in cache-sized blocks, reduced by a
+#   matrix product.** Pad every row to the same width `K` (the ELLPACK format, `padded_rows()`)
+#   so that the gathered operand `X[idx]` of a block of rows is a regular `(rows, K, batch)`
+#   array; then each row's result is one small matrix product `val[r] @ X[idx[r]]`, and
+#   `np.matmul` does them all in one call with BLAS-quality inner loops: the multiply and
+#   the sum are one pass, not two. Two details decide the speed. The blocks are small enough
+#   (`gather_budget` values, 4 MB) to stay in the CPU's cache between the gather and the
+#   product, and they are written into **one buffer allocated once per call**
+#   (`np.take(..., out=buffer)`): a fresh multi-megabyte array per block would be paid in page
+#   faults. And the operand layout: gathering **rows** of a contiguous `(cols, batch)`
+#   array copies whole contiguous runs of memory; gathering columns of `(batch, cols)` jumps
+#   through memory, and is several times slower. So the kernel works on `X` of shape
+#   `(cols, batch)`, and a layer computing `x @ W.T` hands it `x.T` made contiguous.
+# * **Denser matrices, wide batches: let BLAS do it.** From ~15% density on, gathering
+#   `K` rows of `X` per output row costs more than multiplying the zeros. There
+#   `csr_matmul` writes blocks of rows into a dense panel (`panel[r, c] = data`), calls
+#   `panel @ X` (BLAS), and clears the entries it wrote, so the panel (again at most
+#   `gather_budget` values) is reused. It is never much slower than dense, and its memory
+#   is still bounded.
+#
+# The choice is made from the shape: batch 1 takes the segmented sum, a batch of at least
+# `DENSE_MIN_BATCH` columns on a matrix with at least `DENSE_MIN_DENSITY` density takes the
+# dense panels, everything else the padded gather. Each loop runs over a few blocks of at
+# most `gather_budget` values, never over rows or nonzeros. Padding wastes work when one
+# row is much longer than the others; random unstructured pruning keeps rows balanced, so
+# little is padding (sorting rows by length and padding per block, the SELL-C-sigma format
+# of Kreutzer et al. 2014, fixes skewed rows).
+
 # %%
 #| default_exp optimization.compression.block_sparse
 
@@ -74,7 +131,7 @@ from tinytorch.optimization.compression.sparse import SparseConv2d, SparseLinear
 import copy
 import math
 
-from tinytorch.core import Adam, Module, check_fraction, check_int, check_number
+from tinytorch.core import Adam, Module, check_int, check_number
 from tinytorch.optimization.compression.distillation import KnowledgeDistiller
 from tinytorch.optimization.compression.structured import StructuredPruner
 
@@ -86,7 +143,7 @@ import time
 import numpy as np
 
 import tinytorch as tt
-from tinytorch.core import Linear, Sequential, Tensor, evaluate, median_time, no_grad
+from tinytorch.core import Linear, Sequential, Tensor, best_median_times, evaluate, no_grad
 from tinytorch.datasets import digits_loaders, load_digits
 from tinytorch.models import SimpleCNN, load_pretrained
 from tinytorch.optimization.compression import (CSRMatrix, MagnitudePruner, StructuredPruner, csr_matmul,
@@ -117,16 +174,13 @@ def expect_value_error(call, *words):
 def one_thread_times(fns: dict, rounds: int = 3, repeats: int = 5) -> dict:
     """{name: ms}: the fastest of `rounds` medians of `repeats` calls, the functions interleaved,
     with BLAS pinned to one thread when threadpoolctl is installed."""
-    best = {name: float("inf") for name in fns}
     limit = threadpool_limits(limits=1, user_api="blas") if HAS_THREADPOOLCTL else None
     try:
-        for _ in range(rounds):
-            for name, fn in fns.items():
-                best[name] = min(best[name], 1e3 * median_time(fn, repeats=repeats))
+        seconds = best_median_times(fns, rounds=rounds, repeats=repeats)
     finally:
         if limit is not None:
             limit.restore_original_limits()
-    return best
+    return {name: 1e3 * value for name, value in seconds.items()}
 
 
 print("BLAS pinned to one thread for timings" if HAS_THREADPOOLCTL else

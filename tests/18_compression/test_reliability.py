@@ -21,8 +21,8 @@ from tinytorch.core import (Conv2d, DataLoader, Flatten, Linear, Module, ReLU, S
 from tinytorch.models import MLP, SimpleCNN, TinyTransformer, load_pretrained
 from tinytorch.optimization.compression import (CSRMatrix, KnowledgeDistiller, MagnitudePruner,
                                                 PolynomialSchedule, QuantizedCSR, SparseLinear,
-                                                StructuredPruner, apply_masks, csr_matvec, distill,
-                                                fine_tune, keep_mask, load_compressed, model_summary,
+                                                StructuredPruner, apply_masks, csr_matmul, csr_matvec,
+                                                distill, fine_tune, keep_mask, load_compressed, model_summary,
                                                 prune_magnitude, save_compressed, sensitivity_analysis,
                                                 sparse_layers, to_sparse)
 
@@ -395,7 +395,7 @@ def test_csr_and_kernels_agree_with_scipy_on_awkward_values(case):
     assert got.shape == want.shape
     assert_within_dot_product_error(got, want, W, x)
     X = np.stack([x, 2 * x], axis=1)
-    assert_within_dot_product_error(A.matmul(X), ref @ X, W, X)
+    assert_within_dot_product_error(csr_matmul(A, X), ref @ X, W, X)
 
 
 def assert_within_dot_product_error(got, want, W, x):

@@ -11,7 +11,7 @@ from .layers import Dropout, Flatten, LayerNorm, Linear, ReLU, Sequential, Tanh
 from .module import Module, Parameter, has_extra_state
 from .optim import SGD, Adam, Optimizer
 from .precision import dequantize_int8, int8_scale, model_nbytes, quantization_error, quantize_int8
-from .profiling import count_parameters, format_table, layer_macs, median_time
+from .profiling import best_median_times, count_parameters, format_table, layer_macs, median_time
 from .serialization import (build_module, check_rebuildable, load_model, module_spec, read_metadata,
                             read_npz, save_model, write_npz_atomic)
 from .tensor import Tensor, is_grad_enabled, no_grad

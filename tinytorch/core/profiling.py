@@ -60,6 +60,18 @@ def median_time(fn, repeats: int = 7, warmup: int = 1) -> float:
     return float(np.median(times))
 
 
+def best_median_times(fns: dict, rounds: int = 3, repeats: int = 7) -> dict:
+    """{name: seconds}: the fastest of `rounds` medians (`median_time`) of `repeats` calls of
+    each function of `fns` ({name: callable without arguments}), the functions interleaved
+    round by round so that a slow phase of the machine hits all of them alike. Load from other
+    programs can only add time, hence the minimum."""
+    best = {name: float("inf") for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            best[name] = min(best[name], median_time(fn, repeats=repeats))
+    return best
+
+
 def format_table(rows: list, columns: list | None = None) -> str:
     """Rows of dicts as an aligned text table, a header rule under the column names.
 

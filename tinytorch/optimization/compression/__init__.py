@@ -18,8 +18,7 @@ names in each module's `__all__`. Edit a notebook and run `tito export`, not thi
 from .metrics import (PRUNABLE, prunable_layers, sparsity_report, model_flops, count_params,
                       measure_sparsity)
 from .pruning import (keep_mask, apply_masks, layer_masks, global_masks, taylor_importance,
-                      MagnitudePruner, prune_magnitude, MaskedOptimizer, fine_tune,
-                      PolynomialSchedule, progressive_prune)
+                      MagnitudePruner, prune_magnitude, MaskedOptimizer, fine_tune)
 from .structured import (STRUCTURED_CRITERIA, CHANNELWISE, unit_norms, prune_structured,
                          StructuredPruner)
 from .distillation import kd_loss, KnowledgeDistiller, distill_step, distill
@@ -29,6 +28,7 @@ from .csr import (GATHER_BUDGET, DENSE_MIN_DENSITY, DENSE_MIN_BATCH, QUANT_PER, 
 from .sparse import (SPARSE_LAYERS, sparse_linear, sparse_conv2d, SparseLinear, SparseConv2d,
                      sparse_layers, model_nbytes_compressed, to_sparse)
 from .summary import model_summary
+from .schedule import PolynomialSchedule, progressive_prune
 from .io import (COMPRESSED_FORMAT, COMPRESSED_VERSION, save_compressed, compressed_file_size,
                  load_compressed)
 from .pipeline import CompressionReport, compress
@@ -52,14 +52,14 @@ from .deep_compression import (SPANS, CODED_FIELDS, prune_and_retrain, code_leng
 __all__ = ['PRUNABLE', 'prunable_layers', 'sparsity_report', 'model_flops', 'count_params',
            'measure_sparsity', 'keep_mask', 'apply_masks', 'layer_masks', 'global_masks',
            'taylor_importance', 'MagnitudePruner', 'prune_magnitude', 'MaskedOptimizer',
-           'fine_tune', 'PolynomialSchedule', 'progressive_prune', 'STRUCTURED_CRITERIA',
-           'CHANNELWISE', 'unit_norms', 'prune_structured', 'StructuredPruner', 'kd_loss',
-           'KnowledgeDistiller', 'distill_step', 'distill', 'GATHER_BUDGET', 'DENSE_MIN_DENSITY',
-           'DENSE_MIN_BATCH', 'QUANT_PER', 'narrowest_uint', 'read_only_copy', 'csr_arrays',
-           'csr_to_dense', 'CSRMatrix', 'ellpack', 'row_segments', 'csr_matvec', 'csr_matmul',
-           'int8_arrays', 'QuantizedCSR', 'SPARSE_LAYERS', 'sparse_linear', 'sparse_conv2d',
-           'SparseLinear', 'SparseConv2d', 'sparse_layers', 'model_nbytes_compressed', 'to_sparse',
-           'model_summary', 'COMPRESSED_FORMAT', 'COMPRESSED_VERSION', 'save_compressed',
+           'fine_tune', 'STRUCTURED_CRITERIA', 'CHANNELWISE', 'unit_norms', 'prune_structured',
+           'StructuredPruner', 'kd_loss', 'KnowledgeDistiller', 'distill_step', 'distill',
+           'GATHER_BUDGET', 'DENSE_MIN_DENSITY', 'DENSE_MIN_BATCH', 'QUANT_PER', 'narrowest_uint',
+           'read_only_copy', 'csr_arrays', 'csr_to_dense', 'CSRMatrix', 'ellpack', 'row_segments',
+           'csr_matvec', 'csr_matmul', 'int8_arrays', 'QuantizedCSR', 'SPARSE_LAYERS',
+           'sparse_linear', 'sparse_conv2d', 'SparseLinear', 'SparseConv2d', 'sparse_layers',
+           'model_nbytes_compressed', 'to_sparse', 'model_summary', 'PolynomialSchedule',
+           'progressive_prune', 'COMPRESSED_FORMAT', 'COMPRESSED_VERSION', 'save_compressed',
            'compressed_file_size', 'load_compressed', 'CompressionReport', 'compress',
            'lottery_ticket', 'sensitivity_analysis', 'sensitivity_targets', 'LAYER_METRICS',
            'block_candidates', 'block_importance', 'prune_layers', 'weight_matrix', 'block_norms',

@@ -51,7 +51,7 @@ def csr_to_dense(A: "CSRMatrix") -> np.ndarray:
     return out
     ### END SOLUTION
 
-# %% ../../../modules/18_compression/compression_dev.py #093fa4ce
+# %% ../../../modules/18_compression/compression_dev.py #79edeb95
 class CSRMatrix:
     """A sparse (rows, cols) matrix in CSR form (scipy's csr_matrix layout): data (nnz,)
     float or int8 values; indices (nnz,) integer columns in [0, cols); indptr (rows + 1,)
@@ -154,14 +154,6 @@ class CSRMatrix:
     def to_dense(self) -> np.ndarray:
         """The (rows, cols) array (float32 if the values are int8); duplicates are summed."""
         return csr_to_dense(self)
-
-    def matvec(self, x) -> np.ndarray:
-        """A @ x for x of shape (cols,) -> (rows,)."""
-        return csr_matvec(self, x)
-
-    def matmul(self, X) -> np.ndarray:
-        """A @ X for X of shape (cols, batch) -> (rows, batch)."""
-        return csr_matmul(self, X)
 
     def rmatmul_T(self, X) -> np.ndarray:
         """X @ A.T for X (batch, cols) -> (batch, rows), what a Linear computes: (A @ X.T).T

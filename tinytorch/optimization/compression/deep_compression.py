@@ -7,7 +7,7 @@ __all__ = ['SPANS', 'CODED_FIELDS', 'prune_and_retrain', 'code_lengths_for', 'st
            'shared_from_csr', 'shared_to_csr', 'SharedLinear', 'SharedConv2d', 'to_shared', 'coded_nbytes',
            'DeepCompressionReport', 'deep_compress']
 
-# %% ../../../modules/18_compression/compression_advanced_dev.py #2710a79d
+# %% ../../../modules/18_compression/compression_advanced_dev.py #c0fe6a45
 import copy
 from dataclasses import dataclass, field
 
@@ -19,7 +19,8 @@ from .huffman import absolute_positions, huffman_code_lengths, huffman_decode
 from .huffman import huffman_encode, relative_positions
 from .io import compressed_file_size
 from .metrics import PRUNABLE, count_params, prunable_layers
-from .pruning import fine_tune, progressive_prune
+from .pruning import fine_tune
+from .schedule import progressive_prune
 from .sparse import SparseConv2d, SparseLinear, model_nbytes_compressed
 from .sparse import sparse_layers, to_sparse
 from .weight_sharing import KMEANS_INITS, SharedWeight, _layer_bits

@@ -3,7 +3,7 @@
 # %% auto #0
 __all__ = ['CompressionReport', 'compress']
 
-# %% ../../../modules/18_compression/compression_deployment_dev.py #fdcbe48d
+# %% ../../../modules/18_compression/compression_deployment_dev.py #1d64859f
 import copy
 import time
 from dataclasses import dataclass, field
@@ -14,8 +14,8 @@ from ...core import (Module, check_fraction, check_int, check_loader, evaluate, 
                             median_time, no_grad)
 from .io import compressed_file_size
 from .metrics import count_params, prunable_layers
-from .pruning import (MagnitudePruner, fine_tune,
-                                                        progressive_prune)
+from .pruning import MagnitudePruner, fine_tune
+from .schedule import progressive_prune
 from .sparse import (model_nbytes_compressed, sparse_layers,
                                                        to_sparse)
 

@@ -2,15 +2,14 @@
 
 # %% auto #0
 __all__ = ['keep_mask', 'apply_masks', 'layer_masks', 'global_masks', 'taylor_importance', 'MagnitudePruner', 'prune_magnitude',
-           'MaskedOptimizer', 'fine_tune', 'PolynomialSchedule', 'progressive_prune']
+           'MaskedOptimizer', 'fine_tune']
 
-# %% ../../../modules/18_compression/compression_dev.py #9a38f4e7
+# %% ../../../modules/18_compression/compression_dev.py #54de6519
 import numpy as np
 
 from ...core import (Adam, Module, check_choice, check_finite_weights, check_fraction,
-                            check_int, check_loader, check_number, cross_entropy, evaluate,
-                            train_epoch)
-from .metrics import measure_sparsity, prunable_layers
+                            check_int, check_loader, cross_entropy, train_epoch)
+from .metrics import prunable_layers
 
 # %% ../../../modules/18_compression/compression_dev.py #30a50a2e
 def keep_mask(scores: np.ndarray, n_prune: int) -> np.ndarray:
@@ -232,65 +231,3 @@ def fine_tune(model: Module, masks: dict, loader, epochs: int = 1, optimizer=Non
         history["accuracy"].append(accuracy)
     model.train(was_training)
     return history
-
-# %% ../../../modules/18_compression/compression_dev.py #ffd5221b
-class PolynomialSchedule:
-    """Sparsity at step t of n: s_t = final + (initial - final) * (1 - t/n) ** power.
-
-    s_0 = initial and s_n = final; t beyond [0, n] is clipped. Iterating gives s_1 .. s_n.
-    """
-
-    def __init__(self, initial: float, final: float, steps: int, power: float = 3):
-        self.initial = check_fraction("initial", initial)
-        self.final = check_fraction("final", final)
-        self.steps = check_int("steps", steps, minimum=1)
-        self.power = check_number("power", power)
-        if self.power <= 0:
-            raise ValueError(f"power must be a finite number > 0, got {power!r}")
-
-    def __call__(self, t: int) -> float:
-        # TODO: clip t to [0, steps]; return final + (initial - final) * (1 - t/steps) ** power.
-        ### BEGIN SOLUTION
-        t = min(max(t, 0), self.steps)
-        return self.final + (self.initial - self.final) * (1 - t / self.steps) ** self.power
-        ### END SOLUTION
-
-    def __iter__(self):
-        return iter([self(t) for t in range(1, self.steps + 1)])
-
-
-def _prune_step(model: Module, sparsity: float, scope: str, loader, epochs: int,
-                optimizer) -> None:
-    """Prune `model` in place to `sparsity` by |w|, then fine-tune it with the masks held."""
-    # TODO: a MagnitudePruner of the given scope, then fine_tune with `optimizer`.
-    ### BEGIN SOLUTION
-    masks = MagnitudePruner(sparsity, scope=scope).prune(model)
-    fine_tune(model, masks, loader, epochs=epochs, optimizer=optimizer)
-    ### END SOLUTION
-
-# %% ../../../modules/18_compression/compression_dev.py #93d0a393
-def progressive_prune(model: Module, target_sparsity: float = 0.9, steps: int = 5,
-                      train_loader=None, epochs_per_step: int = 1, initial_sparsity: float = 0.0,
-                      scope: str = "layer", lr: float = 1e-3, val_loader=None,
-                      verbose: bool = True, return_history: bool = False):
-    """Prune `model` IN PLACE to `target_sparsity` in `steps` steps of a cubic
-    PolynomialSchedule, fine-tuning `epochs_per_step` epochs (Adam, lr) after each step.
-
-    Returns `model`; with return_history=True (model, history), one history row per step:
-    {"step", "sparsity", "accuracy" (on val_loader, if given)}.
-    """
-    check_loader("train_loader", train_loader)
-    schedule = PolynomialSchedule(initial_sparsity, target_sparsity, steps)
-    epochs_per_step = check_int("epochs_per_step", epochs_per_step, minimum=0)
-    optimizer = Adam(model.parameters(), lr=lr)  # one optimizer: the masks keep its state harmless
-    history = []
-    for step, sparsity in enumerate(schedule, start=1):
-        _prune_step(model, sparsity, scope, train_loader, epochs_per_step, optimizer)
-        row = {"step": step, "sparsity": measure_sparsity(model)}
-        if val_loader is not None:
-            row["accuracy"] = evaluate(model, val_loader)
-        history.append(row)
-        if verbose:
-            print("  ".join(f"{k} {v:.2%}" if isinstance(v, float) else f"{k} {v}"
-                            for k, v in row.items()))
-    return (model, history) if return_history else model

@@ -3,11 +3,11 @@
 # %% auto #0
 __all__ = ['prune_then_distill']
 
-# %% ../../../modules/18_compression/compression_fast_sparsity_dev.py #22637832
+# %% ../../../modules/18_compression/compression_fast_sparsity_dev.py #13a0d9f7
 import copy
 import math
 
-from ...core import Adam, Module, check_fraction, check_int, check_number
+from ...core import Adam, Module, check_int, check_number
 from .distillation import KnowledgeDistiller
 from .structured import StructuredPruner
 
