@@ -20,10 +20,11 @@
 # This notebook continues the main lesson `compression_dev.py`. There you pruned in one shot;
 # here the sparsity grows step by step (Zhu & Gupta 2017). The sparse layers you built keep
 # their CSR or int8 weight as *extra state*, which `save_model` refuses to write: here they
-# get a file format. Then everything is chained into the pipeline of Deep Compression. It uses the exported package (run `tito export 18_compression`
-# first) and counts toward the module's score like the lesson. Same rhythm: an explanation,
-# an **exercise** ("Exercise N.M" says what to build, its inputs and outputs and which test
-# checks it), a test, one measured analysis. It exports two modules of the package:
+# get a file format. Then everything is chained into the pipeline of Deep Compression. It
+# uses the exported package (run `tito export 18_compression` first) and counts toward the
+# module's score like the lesson. Same rhythm: an explanation, an **exercise** ("Exercise
+# N.M" says what to build, its inputs and outputs and which test checks it), a test, one
+# measured analysis. It exports three modules of the package:
 #
 # | section | module | what it holds |
 # |---|---|---|

@@ -36,22 +36,20 @@
 # which test checks it), a test cell, and one measured analysis. An exercise cell holds only
 # the functions you write; each missing step reads `raise NotImplementedError()` under a
 # `# TODO:` naming its inputs and outputs. Other code cells are given: read them, you will
-# call them; the argument checks (`check_int`, `check_fraction`, ...) come from the core.
-# Each section exports into one module of `tinytorch/optimization/compression/` (the
-# `#| export` line of a cell names it): `metrics`, `pruning`, `structured`, `distillation`,
-# `csr`, `sparse` and `summary`; `tito export 18_compression` also writes the package's
-# `__init__.py`, so `from tinytorch.optimization.compression import MagnitudePruner` works
-# whatever file a name lives in. Part 2, `compression_deployment_dev.py`, saves compressed
-# models to files and chains the techniques into one pipeline.
+# call them (argument checks such as `check_int` come from the core). The `#| export` line
+# of a cell names its module of `tinytorch/optimization/compression/`; `tito export` also
+# writes the package's `__init__.py`, so `from tinytorch.optimization.compression import
+# MagnitudePruner` works whatever file a name lives in. Part 2,
+# `compression_deployment_dev.py`, prunes gradually, saves compressed models to files and
+# chains the techniques into one pipeline.
 
 # %%
 #| default_exp optimization.compression.metrics
 
 # %% [markdown]
 # ### What each module imports
-# One cell per module of the package: what it takes from the core (modules 01-17) and from
-# the earlier sections. They run first, so in this notebook the functions you write below
-# replace the imported ones.
+# One cell per module of the package. They run first, so in this notebook the functions you
+# write below replace the imported ones.
 
 # %%
 #| export optimization.compression.metrics
@@ -78,8 +76,6 @@ from tinytorch.optimization.compression.metrics import PRUNABLE
 
 # %%
 #| export optimization.compression.distillation
-import time
-
 import numpy as np
 
 from tinytorch.core import (Adam, Linear, Module, Tensor, check_fraction, check_int, check_loader,
@@ -118,15 +114,14 @@ from tinytorch.optimization.compression.sparse import model_nbytes_compressed, s
 # Notebook-only setup: data, the pretrained models, and matplotlib if it is installed.
 import copy
 import importlib.util
-import os
 import time
 
 import tinytorch as tt
 from tinytorch.core import (Adam, Conv2d, DataLoader, Dropout, Flatten, Linear, MaxPool2d, Module,
-                            ReLU, Sequential, Tanh, Tensor, TensorDataset, best_median_times,
+                            ReLU, Sequential, Tensor, TensorDataset, best_median_times,
                             cross_entropy, evaluate, format_table, no_grad)
 from tinytorch.datasets import digits_loaders, load_digits
-from tinytorch.models import MLP, SimpleCNN, TinyTransformer, load_pretrained
+from tinytorch.models import MLP, SimpleCNN, load_pretrained
 
 HAS_MATPLOTLIB = importlib.util.find_spec("matplotlib") is not None
 if HAS_MATPLOTLIB:
@@ -539,8 +534,7 @@ one_shot_90 = next(row for row in rows if row["sparsity"] == 0.9)   # for the cl
 # Read the table before trusting a criterion. Global ranking holds up far better than the
 # same fraction in every layer. Taylor importance does poorly here: the pretrained MLP fits
 # its training set almost perfectly, so ∂L/∂w is close to zero for most weights and
-# |w · ∂L/∂w| is mostly noise from a handful of samples. A first-order estimate is only as
-# good as the gradient it is built on.
+# |w · ∂L/∂w| is mostly noise: a first-order estimate is only as good as its gradient.
 
 # %% [markdown]
 # ### Fine-tuning without reviving pruned weights
@@ -977,9 +971,8 @@ test_structured_pruner()
 # The pretrained `SimpleCNN` spends almost all its time in its second convolution (64 → 128
 # channels). We remove two thirds of the filters of both convolutions (64 → 21, 128 → 43) and
 # fine-tune for four short epochs with a step-decay learning rate. The control: a copy
-# magnitude-pruned to 90% (section 2, not fine-tuned: only its speed matters) on the same
-# dense kernels. Timing: the 359 test images as one batch and a single image, the models
-# interleaved, the fastest of five medians (load from other programs can only add time).
+# magnitude-pruned to 90% (not fine-tuned: only its speed matters). Timing: the 359 test
+# images as one batch and a single image, interleaved, the fastest of five medians.
 
 # %%
 def timed(models: dict, x, repeats: int = 5) -> dict:
@@ -1059,10 +1052,8 @@ print(f"structured 2/3: accuracy {accuracy_no_ft:.2%} right after pruning, "
 # soft = F.kl_div(F.log_softmax(s / T, dim=1), F.softmax(t / T, dim=1), reduction="batchmean")
 # loss = alpha * T * T * soft + (1 - alpha) * F.cross_entropy(s, y)
 # ```
-#
-# Three classic bugs: swapping the arguments (the *first* is the student's
-# log-probabilities), `reduction="mean"` (it averages over N·C elements, C times too small)
-# and forgetting T².
+# Three classic bugs: swapping the arguments (the *first* is the student's log-probabilities),
+# `reduction="mean"` (it averages over N·C elements: C times too small) and forgetting T².
 #
 # ### Exercise 4.1: `kd_loss`
 # `kd_loss(student_logits, teacher_logits, labels, temperature, alpha) -> scalar Tensor`:
@@ -1170,7 +1161,6 @@ class KnowledgeDistiller:
         self.teacher.eval()
         try:
             for epoch in range(1, epochs + 1):
-                start = time.perf_counter()
                 self.student.train()
                 total_loss, correct, seen = 0.0, 0, 0
                 for x, y in train_loader:
@@ -1184,13 +1174,11 @@ class KnowledgeDistiller:
                     raise ValueError("train_loader yielded no (inputs, labels) batch")
                 history["loss"].append(total_loss / seen)
                 history["accuracy"].append(correct / seen)
-                text = (f"distill epoch {epoch}/{epochs}  loss {total_loss / seen:.4f}  "
-                        f"acc {correct / seen:.2%}")
                 if val_loader is not None:
                     history["val_accuracy"].append(evaluate(self.student, val_loader))
-                    text += f"  val_acc {history['val_accuracy'][-1]:.2%}"
                 if verbose:
-                    print(f"{text}  {time.perf_counter() - start:.1f}s")
+                    print(f"distill epoch {epoch}/{epochs}  "
+                          + "  ".join(f"{key} {values[-1]:.4f}" for key, values in history.items()))
         finally:
             self.teacher.train(teacher_was_training)
         return history
@@ -1417,16 +1405,12 @@ print(format_table(kd_rows))
 #      [0, 0, 0, 3]]
 # ```
 #
-# **Memory.** Dense float32 costs `4 * rows * cols` bytes; CSR costs
-# `nnz * (value bytes + index bytes) + (rows + 1) * pointer bytes`: with float32 values and
-# int32 indices 8 bytes per nonzero (CSR pays off below 50% density), with int8 values and
-# uint8/uint16 indices 2-3. Prune + quantize + compact indices is the heart of Deep
-# Compression (Han, Mao & Dally 2016), which shrank LeNet-300-100 by 40x.
-#
-# The **canonical** CSR (columns sorted within each row, no stored zeros) is unique, so we
-# can compare ours with scipy's array for array. A CSR matrix can come from a file, so the
-# `CSRMatrix` constructor (given below) **validates** every invariant: a wrong `indptr` would
-# otherwise read other rows' values or past the end of the arrays.
+# **Memory.** Dense float32 costs `4 * rows * cols` bytes; CSR `nnz * (value bytes + index
+# bytes) + (rows + 1) * pointer bytes`: 8 bytes per nonzero with float32 values and int32
+# indices (it pays off below 50% density), 2-3 with int8 values and uint8/uint16 indices.
+# The **canonical** CSR (columns sorted within each row, no stored zeros) is unique, so ours
+# must equal scipy's array for array. The `CSRMatrix` constructor (given below) **validates**
+# every invariant: a wrong `indptr` from a file would read other rows or past the arrays.
 #
 # ### Exercise 5.1: `csr_arrays` and `csr_to_dense`
 # - `csr_arrays(W) -> (data, indices, indptr)`: the canonical CSR arrays of the 2-D array
@@ -1676,7 +1660,7 @@ test_csr_matrix()
 
 # %%
 #| export optimization.compression.csr
-GATHER_BUDGET = 1 << 20     # default float values per gathered block or dense panel (4 MB of float32)
+GATHER_BUDGET = 1 << 20     # default values per gathered block or dense panel (4 MB of float32)
 DENSE_MIN_DENSITY = 0.15    # csr_matmul multiplies dense panels with BLAS from this density on ...
 DENSE_MIN_BATCH = 32        # ... when the batch has at least this many columns
 
@@ -1758,7 +1742,8 @@ def _gather_matmul(A: CSRMatrix, X: np.ndarray, out: np.ndarray, budget: int) ->
     buffer = np.empty((min(block, rows), width, batch), dtype=out.dtype)
     # TODO: for each block of rows [start, stop): gathered = the first stop - start entries of
     # `buffer`; fill it with X's rows idx[start:stop] (np.take along axis 0, out=gathered,
-    # mode="wrap"); then np.matmul(val[start:stop, None, :], gathered, out=out[start:stop, None, :]).
+    # mode="wrap"); then np.matmul(val[start:stop, None, :], gathered,
+    # out=out[start:stop, None, :]).
     ### BEGIN SOLUTION
     for start in range(0, rows, block):
         stop = min(start + block, rows)
@@ -1849,22 +1834,17 @@ test_csr_kernels()
 # %% [markdown]
 # ### Measured: when is CSR faster than dense?
 #
-# Sparsity cuts the multiply-adds by `1 / (1 - sparsity)`, but dense BLAS (`X @ W.T`) runs
-# close to the machine's peak (cache-blocked, vectorized, multi-threaded), while our kernel
-# does an indirect load per multiply and writes the gathered block to memory first. Who wins
-# is a measurement, and a careful one (interleaved, fastest of several medians, a sweep over
-# sparsity and batch size, scipy's C++ CSR product alongside) lives in a script:
-# `python -m benchmarks.bench_kernels` writes docs/results/kernels.json and this figure:
+# Sparsity cuts the multiply-adds by `1 / (1 - sparsity)`, but dense BLAS runs close to the
+# machine's peak while our kernel pays an indirect load per multiply. Who wins is a careful
+# measurement (interleaved, fastest of several medians, scipy's C++ CSR alongside), made by
+# `python -m benchmarks.bench_kernels` (docs/results/README.md gives the crossovers):
 #
 # ![CSR kernel vs dense BLAS vs scipy.sparse](../../docs/results/kernels.png)
 #
-# Read it (docs/results/README.md gives the crossover sparsity per batch size and the
-# machine), then rerun it on yours. **Unstructured sparsity always saves memory** below ~50%
-# density, but **saves time only at very high sparsity** (at batch 1 from about 98%; for a
-# batch of 64 from about 90% with one BLAS thread: the kernel's multiply-adds run in BLAS).
-# That is why production systems prune **structure** for speed, and why NVIDIA's Ampere GPUs
-# accelerate only the fixed 2:4 pattern. The project of section 6 measures the same effect
-# on a real model.
+# **Unstructured sparsity always saves memory** below ~50% density, but **saves time only at
+# very high sparsity** (in the committed run: at batch 1 from about 98%). That is why
+# production systems prune **structure** for speed, and why NVIDIA's Ampere GPUs accelerate
+# only the fixed 2:4 pattern. The project of section 6 measures it on a real model.
 
 # %% [markdown]
 # ### Quantized CSR: int8 values, the narrowest index types
@@ -1875,7 +1855,8 @@ test_csr_kernels()
 # values that round to 0 are dropped (no stored zeros). **Narrow indices**: columns of a
 # layer with at most 256 inputs fit `uint8`, up to 65,536 `uint16`; `indptr` only holds
 # numbers up to `nnz` (`QuantizedCSR.from_csr`, given, picks the dtypes). For the MLP's
-# 64-input first layer that is 2 bytes per nonzero instead of 8.
+# 64-input first layer that is 2 bytes per nonzero instead of 8. Prune, quantize, compact
+# the indices: the recipe of Deep Compression (Han, Mao & Dally 2016).
 #
 # ### Exercise 5.3: `int8_arrays`
 # `int8_arrays(A, per) -> (scale, values, indices, indptr)` for a float CSRMatrix `A`,
@@ -2005,8 +1986,7 @@ test_quantized_csr()
 # `cols @ W2.T` with `W2 = (out, C*kh*kw)`. So we store `W2` in CSR and multiply it with the
 # contiguous `cols.T`: the result `(out, N*Ho*Wo)` reshapes to `(out, N, Ho, Wo)`, and one
 # transpose gives `(N, out, Ho, Wo)`. `SparseLinear` and `SparseConv2d` (given below) are for
-# **inference** (fine-tune before converting); they keep the weight as *extra state*
-# (PyTorch's `get_extra_state` / `set_extra_state`), so a file can hold it.
+# **inference** (fine-tune first); their weight is *extra state* (PyTorch's `get_extra_state`).
 #
 # ### Exercise 5.4: `sparse_linear` and `sparse_conv2d`
 # The layers' `forward` check the input and call these (like PyTorch's `F.linear` and
@@ -2335,7 +2315,9 @@ def model_summary(technique: str, model: Module, loader, repeats: int = 7) -> di
 # 3. `"magnitude 90%, CSR float32"`: that model through `to_sparse`;
 # 4. `"magnitude 90%, CSR int8"`: the same with `quantize=True`.
 #
-# The next cell runs it and prints the table; there is no hidden test: read the numbers.
+# The next cell runs it, adds the structured CNN (section 3) and the distilled student
+# (section 4), and prints one table, every row measured in this run on the same 359 test
+# images (latency: one batch of them). There is no hidden test: read the numbers.
 
 # %% nbgrader={"grade": false, "grade_id": "project_sparse_cnn", "solution": true}
 def project_sparse_cnn(train_loader, test_loader) -> list:
@@ -2357,17 +2339,6 @@ def project_sparse_cnn(train_loader, test_loader) -> list:
 # %%
 project_loader, _ = digits_loaders(batch_size=32, seed=0)  # a fresh loader: reproducible batches
 summary = project_sparse_cnn(project_loader, test_loader)
-print(format_table(summary))
-print(f"bytes {summary[0]['bytes']:,} -> {summary[3]['bytes']:,} "
-      f"({summary[0]['bytes'] / summary[3]['bytes']:.1f}x smaller); CSR int8 latency "
-      f"{summary[3]['latency ms'] / summary[0]['latency ms']:.2f}x the dense one")
-
-# %% [markdown]
-# ### Summary: every technique on the digits CNN
-# Structured pruning (section 3) and the distilled student (section 4) join the table. All
-# rows are measured in this run on the same 359 test images; latency is one batch of them.
-
-# %%
 summary.append(model_summary("structured 2/3 + fine-tune", cnn_small, test_loader))
 summary.append(model_summary("distilled SimpleCNN(8, 16)", distilled_student, test_loader))
 print(format_table(summary))
@@ -2378,8 +2349,8 @@ print(format_table(summary))
 # You built, tested and measured four ways to make a model cheaper: magnitude pruning with
 # masks that survive fine-tuning; structured pruning that shrinks the matrices themselves;
 # knowledge distillation into a much smaller student; and CSR storage with int8 values,
-# vectorized kernels and sparse layers. The cell below gathers the numbers
-# *you* measured; answer the questions with them.
+# vectorized kernels and sparse layers. The cell below gathers the numbers *you* measured;
+# answer the questions with them.
 
 # %%
 print(f"1. MLP one-shot at 90%: per-layer {one_shot_90['layer/magnitude accuracy']:.2%}, "
@@ -2417,8 +2388,8 @@ print(f"4. CNN 90% int8 CSR: {summary[0]['bytes'] / summary[3]['bytes']:.1f}x sm
 #    batch 1 as fast as possible. Which combination of the techniques of this module would
 #    you choose, in which order, and which number above supports each choice?
 #
-# **What next.** Part 2, `compression_deployment_dev.py`, saves your sparse models to a
-# file that loads safely and chains prune, fine-tune, int8 and CSR into one call;
+# **What next.** Part 2, `compression_deployment_dev.py`, prunes gradually, saves your sparse
+# models to a file that loads safely and chains the techniques into one call;
 # `compression_more_pruning_dev.py` finds lottery tickets (Frankle & Carbin 2019), turns a
 # per-layer sensitivity analysis into sparsity targets and drops transformer blocks. Both
 # count toward your score. `python -m benchmarks.run_all` reruns every timing study of this

@@ -22,3 +22,17 @@ def test_exported_package_matches_notebook():
 def test_notebook_runs_top_to_bottom_in_a_kernel():
     result = tito("test", "18_compression", "--solution", "--notebook-only", timeout=900)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+
+
+def test_lesson_reads_in_one_sitting():
+    """The graded lesson and its part 2: the main lesson stays within 2,400 lines (extra depth
+    goes to the going-further notebooks) and no code line is wider than 100 characters (a
+    student's browser at 1280 px shows 100). Markdown tables and image links may be wider."""
+    module = ROOT / "modules" / "18_compression"
+    lesson = (module / "compression_dev.py").read_text().splitlines()
+    assert len(lesson) <= 2400, f"compression_dev.py has {len(lesson)} lines, the budget is 2,400"
+    for name in ("compression_dev.py", "compression_deployment_dev.py"):
+        lines = (module / name).read_text().splitlines()
+        wide = [number for number, line in enumerate(lines, 1)
+                if len(line) > 100 and not line.startswith(("# |", "# ![", "#   ", "# >"))]
+        assert not wide, f"{name}: code or prose lines wider than 100 characters at {wide}"

@@ -171,12 +171,12 @@ class CSRMatrix:
         return (f"CSRMatrix(shape={self.shape}, nnz={self.nnz}, density={self.density:.2%}, "
                 f"dtype={self.data.dtype}, nbytes={self.nbytes:,})")
 
-# %% ../../../modules/18_compression/compression_dev.py #bc753658
-GATHER_BUDGET = 1 << 20     # default float values per gathered block or dense panel (4 MB of float32)
+# %% ../../../modules/18_compression/compression_dev.py #f10300f2
+GATHER_BUDGET = 1 << 20     # default values per gathered block or dense panel (4 MB of float32)
 DENSE_MIN_DENSITY = 0.15    # csr_matmul multiplies dense panels with BLAS from this density on ...
 DENSE_MIN_BATCH = 32        # ... when the batch has at least this many columns
 
-# %% ../../../modules/18_compression/compression_dev.py #0cf456b6
+# %% ../../../modules/18_compression/compression_dev.py #b5584c70
 def ellpack(A: CSRMatrix) -> tuple:
     """(idx, val), both (rows, K), K = the longest row's nnz: row r's columns and values
     left-aligned, padding column 0 and value 0 (int8 values become float32)."""
@@ -253,7 +253,8 @@ def _gather_matmul(A: CSRMatrix, X: np.ndarray, out: np.ndarray, budget: int) ->
     buffer = np.empty((min(block, rows), width, batch), dtype=out.dtype)
     # TODO: for each block of rows [start, stop): gathered = the first stop - start entries of
     # `buffer`; fill it with X's rows idx[start:stop] (np.take along axis 0, out=gathered,
-    # mode="wrap"); then np.matmul(val[start:stop, None, :], gathered, out=out[start:stop, None, :]).
+    # mode="wrap"); then np.matmul(val[start:stop, None, :], gathered,
+    # out=out[start:stop, None, :]).
     ### BEGIN SOLUTION
     for start in range(0, rows, block):
         stop = min(start + block, rows)

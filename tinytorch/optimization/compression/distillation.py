@@ -3,9 +3,7 @@
 # %% auto #0
 __all__ = ['kd_loss', 'KnowledgeDistiller', 'distill_step', 'distill']
 
-# %% ../../../modules/18_compression/compression_dev.py #b9f5a79e
-import time
-
+# %% ../../../modules/18_compression/compression_dev.py #22402fad
 import numpy as np
 
 from ...core import (Adam, Linear, Module, Tensor, check_fraction, check_int, check_loader,
@@ -28,7 +26,7 @@ def kd_loss(student_logits: Tensor, teacher_logits: np.ndarray, labels, temperat
     return soft * (alpha * T * T) + hard * (1.0 - alpha)
     ### END SOLUTION
 
-# %% ../../../modules/18_compression/compression_dev.py #6a48f8f4
+# %% ../../../modules/18_compression/compression_dev.py #2e54791e
 def _num_classes(model: Module):
     """out_features of the last Linear layer in `model` (its number of classes), or None."""
     last = None
@@ -100,7 +98,6 @@ class KnowledgeDistiller:
         self.teacher.eval()
         try:
             for epoch in range(1, epochs + 1):
-                start = time.perf_counter()
                 self.student.train()
                 total_loss, correct, seen = 0.0, 0, 0
                 for x, y in train_loader:
@@ -114,13 +111,11 @@ class KnowledgeDistiller:
                     raise ValueError("train_loader yielded no (inputs, labels) batch")
                 history["loss"].append(total_loss / seen)
                 history["accuracy"].append(correct / seen)
-                text = (f"distill epoch {epoch}/{epochs}  loss {total_loss / seen:.4f}  "
-                        f"acc {correct / seen:.2%}")
                 if val_loader is not None:
                     history["val_accuracy"].append(evaluate(self.student, val_loader))
-                    text += f"  val_acc {history['val_accuracy'][-1]:.2%}"
                 if verbose:
-                    print(f"{text}  {time.perf_counter() - start:.1f}s")
+                    print(f"distill epoch {epoch}/{epochs}  "
+                          + "  ".join(f"{key} {values[-1]:.4f}" for key, values in history.items()))
         finally:
             self.teacher.train(teacher_was_training)
         return history
