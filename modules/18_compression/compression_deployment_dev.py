@@ -611,14 +611,15 @@ print(f"accuracy drop {(mlp_report.accuracy_dense - mlp_report.accuracy_compress
 # %% [markdown]
 # ## Summary and reflection
 #
-# A compressed model is only shipped once it survives a file: you stored each sparse layer's
-# extra state under stated archive keys and rebuilt it with every array checked, then chained
-# prune, fine-tune, int8 and CSR into one measured call.
+# You let the sparsity grow along a cubic schedule, stored each sparse layer's extra state
+# under stated archive keys and rebuilt it with every array checked, then chained gradual
+# pruning, fine-tuning, int8 and CSR into one measured call.
 #
 # 1. The report above counts bytes in memory and on disk. Which is smaller, and why does
 #    DEFLATE gain so little on these arrays? What would you change in the format to approach
 #    Deep Compression's 40x (see `compression_advanced_dev.py`)?
 # 2. `load_compressed` refuses a file with a missing or an extra array instead of loading
 #    what it can. Which failure would a lenient loader turn into a silently wrong model?
-# 3. `compress` reports the one-shot pruned accuracy next to the fine-tuned one. What does
-#    the difference tell you about how many fine-tuning epochs you need at 90% sparsity?
+# 3. `compress` reports the one-shot pruned accuracy next to the gradually pruned and
+#    fine-tuned one. Why does the cubic schedule remove most weights early and few at the end,
+#    and what does the gap tell you about the fine-tuning budget at 90% sparsity?
