@@ -109,8 +109,8 @@ def expect_value_error(call, *words):
 # ## 1 Gradual pruning: the polynomial schedule
 #
 # The lesson pruned in one shot, then fine-tuned. Removing 90% of the weights at once is a
-# shock. Zhu & Gupta (2017, "To prune, or not to
-# prune") prune gradually: over n steps the sparsity follows
+# shock. Zhu & Gupta (2017, "To prune, or not to prune") prune gradually: over n steps the
+# sparsity follows
 #
 # $$s_t = s_f + (s_i - s_f)\left(1 - \frac{t}{n}\right)^3,$$
 #
