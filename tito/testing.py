@@ -56,7 +56,7 @@ def check_export(module, notebook: Path | None = None) -> bool:
         return False
     n = len(r.files)
     print(f"OK: {r.describe(project)} ({n} file{'s' * (n != 1)}) matches a fresh export of "
-          f"{project.rel(r.notebook)}")
+          f"{r.sources(project)}")
     return True
 
 
