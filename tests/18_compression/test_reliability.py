@@ -116,6 +116,19 @@ def test_every_model_kind_round_trips_through_save_compressed(tmp_path, kind):
         assert np.array_equal(outputs(load_model(tmp_path / "core.npz")), outputs(model))
 
 
+def test_a_sparse_layer_used_twice_is_stored_once_and_shared_again(tmp_path):
+    dense = Linear(64, 64)
+    dense.weight.data[:, ::2] = 0.0
+    layer = SparseLinear.from_dense(dense, quantize=True)
+    model = Sequential(Flatten(), layer, ReLU(), layer).eval()
+    save_compressed(model, tmp_path / "tied.npz")
+    with np.load(tmp_path / "tied.npz", allow_pickle=False) as archive:
+        assert not [key for key in archive.files if key.startswith("sparse:3:")], "stored once"
+    loaded = load_compressed(tmp_path / "tied.npz")
+    assert loaded[1] is loaded[3], "the rebuilt model shares the layer too"
+    assert np.array_equal(outputs(loaded), outputs(model))
+
+
 def test_sparse_transformer_keeps_its_sparse_layers_where_they_were(tmp_path):
     # the defect: blocks were rebuilt from config with dense Linear layers -> "missing keys"
     sparse = models_to_save()["transformer/int8"]

@@ -527,3 +527,73 @@ def test_a_class_re_exported_by_a_tinytorch_package_loads(tmp_path):
     spec["layers"][0].update(type="Tensor", module="tinytorch.core")  # exported, but not a Module
     with pytest.raises(ValueError, match="unknown layer type 'Tensor'"):
         load_model(spec_file(tmp_path, spec, "tensor.npz"))
+
+
+# ------------------------------------------------------------------ layers used twice
+def test_a_layer_used_twice_is_saved_once_and_shared_again(tmp_path):
+    """Sequential(lin, Tanh(), lin): one set of weights in the file, one layer after loading
+    (a file written before shared layers were recorded could not be loaded back)."""
+    manual_seed(4)
+    lin = Linear(4, 4)
+    model = Sequential(lin, Tanh(), lin)
+    save_model(model, tmp_path / "tied.npz")
+    with np.load(tmp_path / "tied.npz", allow_pickle=False) as archive:
+        assert sorted(archive.files) == ["0.bias", "0.weight", "__spec__"]
+        assert json.loads(str(archive["__spec__"]))["model"]["layers"][2] == {"same_as": "0"}
+    loaded = load_model(tmp_path / "tied.npz")
+    assert loaded[0] is loaded[2] and loaded[0] is not loaded[1]
+    x = Tensor(np.random.default_rng(2).standard_normal((3, 4)))
+    np.testing.assert_array_equal(outputs(loaded, x), outputs(model, x))
+
+
+def test_a_shared_block_inside_a_container_and_a_nested_sequential(tmp_path):
+    manual_seed(5)
+    block = TransformerBlock(8, 2, mlp_ratio=2)
+    shared_mlp = block.mlp
+    model = Sequential(block, Sequential(shared_mlp, LayerNorm(8)), shared_mlp)
+    save_model(model, tmp_path / "shared.npz")
+    loaded = load_model(tmp_path / "shared.npz")
+    assert loaded[1][0] is loaded[0].mlp and loaded[2] is loaded[0].mlp
+    x = Tensor(np.random.default_rng(3).standard_normal((2, 4, 8)))
+    np.testing.assert_array_equal(outputs(loaded, x), outputs(model, x))
+
+
+def test_named_modules_and_parameters_list_every_name_on_request():
+    lin = Linear(2, 2)
+    model = Sequential(lin, ReLU(), lin)
+    assert [n for n, _ in model.named_modules()] == ["", "0", "1"]
+    assert [n for n, _ in model.named_modules(remove_duplicate=False)] == ["", "0", "1", "2"]
+    assert [n for n, _ in model.named_parameters(remove_duplicate=False)] == \
+        ["0.weight", "0.bias", "2.weight", "2.bias"]
+    model.append(model)  # a module that contains itself
+    with pytest.raises(ValueError, match="contains itself"):
+        list(model.named_modules(remove_duplicate=False))
+
+
+def test_weights_tied_between_two_layers_or_a_cycle_are_refused_before_writing(tmp_path):
+    path = tmp_path / "m.npz"
+    save_model(MLP(hidden=(4,)), path)
+    before = path.read_bytes()
+    first, second = Linear(4, 4), Linear(4, 4)
+    second.weight = first.weight  # the same Parameter in two different layers
+    cyclic = Sequential(Linear(4, 4))
+    cyclic.append(cyclic)
+    for model, words in ((Sequential(first, Tanh(), second), "'2.weight' is the same Parameter as '0.weight'"),
+                         (cyclic, "contains itself")):
+        with pytest.raises(ValueError, match=words):
+            save_model(model, path)
+        assert path.read_bytes() == before and sorted(os.listdir(tmp_path)) == ["m.npz"]
+
+
+@pytest.mark.parametrize("layers", [
+    [{"same_as": "1"}, LINEAR],                 # names a layer built after it
+    [LINEAR, {"same_as": "5"}],                 # names no layer
+    [LINEAR, {"same_as": 0}],                   # not a dotted name
+    [LINEAR, {"same_as": "0", "type": "Linear"}],  # not alone
+    [{"same_as": ""}],                          # the model that contains it: a cycle
+], ids=["forward", "unknown", "not-str", "extra-key", "cycle"])
+def test_malformed_same_as_raises_value_error_naming_the_file(tmp_path, layers):
+    path = spec_file(tmp_path, {"type": "Sequential", "module": "tinytorch.core.layers", "layers": layers},
+                     **{"0.weight": np.zeros((2, 2), np.float32), "0.bias": np.zeros(2, np.float32)})
+    with pytest.raises(ValueError, match="hostile.npz.*same_as"):
+        load_model(path)

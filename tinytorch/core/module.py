@@ -106,29 +106,41 @@ class Module:
         for _, child in self.named_children():
             yield child
 
-    def named_modules(self, prefix: str = "") -> Iterator[tuple[str, Module]]:
-        """This module and every descendant, depth first, with dotted names ("" is the root)."""
+    def named_modules(self, prefix: str = "",
+                      remove_duplicate: bool = True) -> Iterator[tuple[str, Module]]:
+        """This module and every descendant, depth first, with dotted names ("" is the root).
+
+        A module reachable under several names (a layer used twice) is listed once, under the
+        first; with remove_duplicate=False under every name (as in PyTorch), and a module
+        that contains itself raises ValueError instead of looping forever.
+        """
         seen = set()
-        stack = [(prefix, self)]
+        stack = [(prefix, self, ())]  # (name, module, ids of its ancestors)
         while stack:
-            name, module = stack.pop()
-            if id(module) in seen:
+            name, module, ancestors = stack.pop()
+            if remove_duplicate and id(module) in seen:
                 continue
+            if id(module) in ancestors:  # reachable only with remove_duplicate=False
+                raise ValueError(f"module {name!r} contains itself: a module tree cannot have a cycle")
             seen.add(id(module))
             yield name, module
-            stack.extend(reversed([(f"{name}.{child_name}" if name else child_name, child)
-                                   for child_name, child in module.named_children()]))
+            children = module.named_children() if remove_duplicate else module._modules.items()
+            stack.extend(reversed([(f"{name}.{child_name}" if name else child_name, child,
+                                    (*ancestors, id(module))) for child_name, child in children]))
 
     def modules(self) -> Iterator[Module]:
         for _, module in self.named_modules():
             yield module
 
-    def named_parameters(self, prefix: str = "") -> Iterator[tuple[str, Parameter]]:
-        """Every parameter with PyTorch-style dotted names, e.g. ("0.weight", Parameter)."""
-        seen = set()  # a module or parameter used twice (tied weights) is listed once, as in PyTorch
-        for name, module in self.named_modules(prefix):
+    def named_parameters(self, prefix: str = "",
+                         remove_duplicate: bool = True) -> Iterator[tuple[str, Parameter]]:
+        """Every parameter with PyTorch-style dotted names, e.g. ("0.weight", Parameter). A
+        parameter or module used twice (tied weights) is listed once, under its first name;
+        with remove_duplicate=False under every name (as in PyTorch)."""
+        seen = set()
+        for name, module in self.named_modules(prefix, remove_duplicate):
             for pname, param in module._parameters.items():
-                if id(param) not in seen:
+                if not remove_duplicate or id(param) not in seen:
                     seen.add(id(param))
                     yield (f"{name}.{pname}" if name else pname), param
 

@@ -51,6 +51,7 @@ _CHUNK = 1 << 20                # bytes decompressed at a time
 _ARRAY_KINDS = "biufcUS"        # bool, ints, floats, complex, str: never objects or records
 _MODULE_NAME = re.compile(r"tinytorch(\.[A-Za-z][A-Za-z0-9_]*)+\Z")
 _SPEC_KEYS = {"type", "module", "config", "layers", "children"}
+_SAME_AS = "same_as"            # {"same_as": "0"}: the layer already built at dotted name "0"
 
 
 class _Malformed(ValueError):
@@ -64,18 +65,36 @@ def module_spec(module: Module) -> dict:
     {"type", "module", "layers": [spec, ...]} for a Sequential (its layer list is the truth);
     otherwise {"type", "module", "config": module.config()} plus, if it has children,
     "children": {name: spec} in child order, so replaced children (e.g. a Linear inside a
-    TransformerBlock swapped for a different layer) are rebuilt as they are.
+    TransformerBlock swapped for a different layer) are rebuilt as they are. A layer used a
+    second time (e.g. Sequential(lin, Tanh(), lin)) is {"same_as": dotted name of its first
+    use}, so the rebuilt model shares it too. ValueError for a module that contains itself.
     """
+    return _spec(module, "", {}, ())
+
+
+def _spec(module: Module, path: str, first_use: dict, ancestors: tuple) -> dict:
+    if id(module) in ancestors:
+        raise ValueError(f"model: layer {path!r} contains itself: a module tree cannot have a cycle")
+    if id(module) in first_use:
+        return {_SAME_AS: first_use[id(module)]}
+    first_use[id(module)] = path
+    ancestors = (*ancestors, id(module))
     cls = type(module)
     spec = {"type": cls.__name__, "module": cls.__module__}
     if isinstance(module, Sequential):
-        spec["layers"] = [module_spec(layer) for layer in module]
+        spec["layers"] = [_spec(layer, _dotted(path, str(i)), first_use, ancestors)
+                          for i, layer in enumerate(module)]
     else:
         spec["config"] = module.config()
         children = list(module.named_children())
         if children:
-            spec["children"] = {name: module_spec(child) for name, child in children}
+            spec["children"] = {name: _spec(child, _dotted(path, name), first_use, ancestors)
+                                for name, child in children}
     return spec
+
+
+def _dotted(path: str, name: str) -> str:
+    return f"{path}.{name}" if path else name
 
 
 def build_module(spec: dict, max_elements: int | None = None) -> Module:
@@ -96,17 +115,31 @@ def build_module(spec: dict, max_elements: int | None = None) -> Module:
 
 def _build_checked(spec) -> Module:
     try:
-        return _build(spec, "model", 0)
+        return _build(spec, "model", 0, "", {})
     except RecursionError:  # belt and braces: _build limits the depth itself
         raise ValueError(f"the spec nests too deeply (limit {MAX_SPEC_DEPTH} levels)") from None
 
 
-def _build(spec, where: str, depth: int) -> Module:
-    """Build the layer described by `spec`; `where` names its place for error messages."""
+def _build(spec, where: str, depth: int, path: str, built: dict) -> Module:
+    """Build the layer described by `spec` at dotted name `path`; `where` names its place for
+    error messages; `built` maps the dotted names of the layers built so far to them."""
     if depth > MAX_SPEC_DEPTH:  # `where` would be MAX_SPEC_DEPTH steps long: not worth printing
         raise ValueError(f"layer specs nest deeper than {MAX_SPEC_DEPTH} levels")
     if not isinstance(spec, dict):
         raise ValueError(f"{where}: a layer spec must be a dict, got {type(spec).__name__}")
+    if _SAME_AS in spec:
+        target = spec[_SAME_AS]
+        if len(spec) != 1 or not isinstance(target, str) or target not in built:
+            raise ValueError(f"{where}: a {{'same_as': name}} spec must name, alone, a layer built "
+                             f"before it, got {reprlib.repr(spec)}")
+        return built[target]
+    module = _build_new(spec, where, depth, path, built)
+    for name, layer in module.named_modules(path):
+        built.setdefault(name, layer)
+    return module
+
+
+def _build_new(spec: dict, where: str, depth: int, path: str, built: dict) -> Module:
     unknown = sorted(str(key) for key in set(spec) - _SPEC_KEYS)
     if unknown:
         raise ValueError(f"{where}: unknown spec keys {unknown}; allowed are {sorted(_SPEC_KEYS)}")
@@ -115,7 +148,8 @@ def _build(spec, where: str, depth: int) -> Module:
         layers = spec.get("layers")
         if not isinstance(layers, list) or "config" in spec or "children" in spec:
             raise ValueError(f"{where}: a {cls.__name__} spec needs a 'layers' list and no 'config' or 'children'")
-        return cls.from_layers([_build(s, f"{where}[{i}]", depth + 1) for i, s in enumerate(layers)])
+        return cls.from_layers([_build(s, f"{where}[{i}]", depth + 1, _dotted(path, str(i)), built)
+                                for i, s in enumerate(layers)])
     if "layers" in spec:
         raise ValueError(f"{where}: {cls.__name__} is not a Sequential, so its spec cannot have 'layers'")
     config = _checked_config(spec.get("config", {}), where)
@@ -126,7 +160,7 @@ def _build(spec, where: str, depth: int) -> Module:
     except Exception as err:  # any constructor failure on file-supplied arguments is bad input
         raise ValueError(f"{where}: {cls.__name__}(**{reprlib.repr(config)}) cannot be built: {err}") from err
     if "children" in spec:
-        _rebuild_children(module, spec["children"], where, depth)
+        _rebuild_children(module, spec["children"], where, depth, path, built)
     return module
 
 
@@ -187,18 +221,22 @@ def _is_json_value(value, depth: int) -> bool:
     return isinstance(value, list) and depth < 4 and all(_is_json_value(v, depth + 1) for v in value)
 
 
-def _rebuild_children(module: Module, children, where: str, depth: int) -> None:
+def _rebuild_children(module: Module, children, where: str, depth: int, path: str,
+                      built: dict) -> None:
     """Replace each child of the freshly built `module` whose recorded spec differs from what
     the constructor built (position kept); the child names must be the constructor's."""
     if not isinstance(children, dict):
         raise ValueError(f"{where}: 'children' must be a dict, got {type(children).__name__}")
-    built = dict(module.named_children())
-    if set(children) != set(built):
+    constructed = dict(module.named_children())
+    if set(children) != set(constructed):
         raise ValueError(f"{where}: the spec lists children {sorted(map(str, children))}, but "
-                         f"{type(module).__name__} has {sorted(built)}")
+                         f"{type(module).__name__} has {sorted(constructed)}")
     for name, child_spec in children.items():
-        if _canonical_spec(built[name]) != child_spec:
-            setattr(module, name, _build(child_spec, f"{where}.{name}", depth + 1))
+        child_path = _dotted(path, name)
+        if _canonical_spec(constructed[name]) != child_spec:
+            setattr(module, name, _build(child_spec, f"{where}.{name}", depth + 1, child_path, built))
+        for layer_name, layer in getattr(module, name).named_modules(child_path):
+            built.setdefault(layer_name, layer)  # later siblings may name these layers
 
 
 def _canonical_spec(module: Module):
@@ -415,14 +453,26 @@ def save_model(model: Module, path, metadata: dict | None = None) -> None:
 
 def check_rebuildable(model: Module) -> None:
     """ValueError unless `build_module` can rebuild every layer of `model` from its spec: each
-    must be a registered Module class defined in a tinytorch module. Savers call it before
-    writing, so no file is written that could never be loaded again."""
+    must be a registered Module class defined in a tinytorch module, and a Parameter may be
+    shared only by sharing its layer (a spec records shared layers, not a weight tied between
+    two different layers). Savers call it before writing, so no file is written that could
+    never be loaded again."""
     for name, module in model.named_modules():
         cls = type(module)
         if not _MODULE_NAME.match(cls.__module__) or registered_class(cls.__module__, cls.__name__) is not cls:
             where = f"layer {name!r}" if name else "the model itself"
             raise ValueError(f"model: {where} is a {cls.__name__} defined in {cls.__module__!r}; a file "
                              "can only name Module classes defined in tinytorch modules")
+    owners = dict(model.named_modules(remove_duplicate=False))
+    first_use = {}
+    for name, param in model.named_parameters(remove_duplicate=False):
+        owner, _, attribute = name.rpartition(".")
+        first_name, first_owner, first_attribute = first_use.setdefault(
+            id(param), (name, owners[owner], attribute))
+        if owners[owner] is not first_owner or attribute != first_attribute:
+            raise ValueError(f"model: parameter {name!r} is the same Parameter as {first_name!r} of "
+                             "another layer; a file keeps layers used twice, not weights tied "
+                             "between two layers")
 
 
 def _check_saveable(model: Module) -> None:
