@@ -6,12 +6,16 @@ On the shipped digits models, everything measured in this run:
   3. distill the pretrained TinyTransformer into a SimpleCNN(8, 16), against the same student
      trained on labels only (same seed, same batches, same epochs).
 Prints one table: params, nonzeros, bytes, accuracy and latency (one batch of the 359 test
-images), before -> after.
+images). Latencies are timed at the end, every model interleaved, the fastest of five medians
+after a warm-up, with BLAS pinned to one thread when threadpoolctl is installed (the speed-ups
+are also given with the default BLAS threads).
 """
+import contextlib
+import importlib.util
 import time
 
 import tinytorch as tt
-from tinytorch.core import format_table
+from tinytorch.core import best_median_times, format_table, no_grad
 from tinytorch.datasets import digits_loaders
 from tinytorch.models import SimpleCNN, load_pretrained
 from tinytorch.optimization.compression import (
@@ -20,18 +24,34 @@ from tinytorch.optimization.compression import (
 STUDENT_CHANNELS, STUDENT_EPOCHS = (8, 16), 8
 
 
+def one_blas_thread():
+    """BLAS pinned to one thread if threadpoolctl is installed (a second BLAS thread on a busy
+    2-core machine makes a forward pass swing by 10x and more), else the default threads."""
+    if importlib.util.find_spec("threadpoolctl") is None:
+        return contextlib.nullcontext()
+    from threadpoolctl import threadpool_limits
+    return threadpool_limits(limits=1, user_api="blas")
+
+
+def latencies(models: dict, batch, threads) -> dict:
+    """{name: ms per forward pass on `batch`}: models interleaved, fastest of five medians."""
+    fns = {name: (lambda model=model: model(batch)) for name, model in models.items()}
+    with no_grad(), threads():
+        return {name: 1e3 * seconds for name, seconds in best_median_times(fns, 5, 7).items()}
+
+
 def main() -> None:
     start = time.perf_counter()
     _, test_loader = digits_loaders()
-    rows = [model_summary("dense SimpleCNN (pretrained)", load_pretrained("cnn"), test_loader)]
+    models = {"dense SimpleCNN (pretrained)": load_pretrained("cnn")}
 
     print("1/3 magnitude pruning to 90% (3 steps, fine-tuning in between)")
     # every pruner works in place and returns the model it was given (as torch.nn.utils.prune)
     pruned = progressive_prune(load_pretrained("cnn"), target_sparsity=0.9, steps=3,
                                train_loader=digits_loaders(32, seed=0)[0], epochs_per_step=1, scope="global",
                                val_loader=test_loader)
-    rows.append(model_summary("magnitude 90%, dense kernels", pruned, test_loader))
-    rows.append(model_summary("magnitude 90%, CSR int8", to_sparse(pruned, quantize=True), test_loader))
+    models["magnitude 90%, dense kernels"] = pruned
+    models["magnitude 90%, CSR int8"] = to_sparse(pruned, quantize=True)
 
     print("2/3 structured pruning: remove 2/3 of the filters, fine-tune 4 epochs")
     small = StructuredPruner(2 / 3).prune(load_pretrained("cnn"))
@@ -39,11 +59,11 @@ def main() -> None:
     for lr in (1e-3, 1e-3, 3e-4, 1e-4):  # step decay: settle at a small learning rate
         optimizer.lr = lr
         fine_tune(small, {}, digits_loaders(32, seed=0)[0], epochs=1, optimizer=optimizer)
-    rows.append(model_summary("structured 2/3 + fine-tune", small, test_loader))
+    models["structured 2/3 + fine-tune"] = small
 
     print(f"3/3 distillation: TinyTransformer -> SimpleCNN{STUDENT_CHANNELS}, {STUDENT_EPOCHS} epochs")
     teacher = load_pretrained("transformer")
-    rows.append(model_summary("teacher TinyTransformer", teacher, test_loader))
+    models["teacher TinyTransformer"] = teacher
     for label, use_teacher in (("student from labels only", False), ("student distilled", True)):
         tt.manual_seed(0)
         student = SimpleCNN(channels=STUDENT_CHANNELS)
@@ -53,16 +73,29 @@ def main() -> None:
                     verbose=False)
         else:
             tt.fit(student, loader, tt.Adam(student.parameters(), lr=1e-2), STUDENT_EPOCHS, verbose=False)
-        rows.append(model_summary(f"SimpleCNN{STUDENT_CHANNELS} {label}", student, test_loader))
+        models[f"SimpleCNN{STUDENT_CHANNELS} {label}"] = student
 
+    print("timing every model (interleaved, BLAS pinned to one thread when threadpoolctl is installed)")
+    batch = next(iter(test_loader))[0]
+    pinned = latencies(models, batch, one_blas_thread)
+    default = latencies(models, batch, contextlib.nullcontext)
+    rows = [dict(model_summary(name, model, test_loader, repeats=1), **{"latency ms": pinned[name]})
+            for name, model in models.items()]
     print()
     print(format_table(rows))
-    dense, sparse, structured = rows[0], rows[2], rows[3]
+    dense, sparse, structured = (rows[0], rows[2], rows[3])
+    speed = {label: (times[dense["technique"]] / times[sparse["technique"]],
+                     times[dense["technique"]] / times[structured["technique"]])
+             for label, times in (("one thread", pinned), ("default threads", default))}
     print(f"\nmagnitude 90% + int8 CSR: {dense['bytes'] / sparse['bytes']:.1f}x fewer bytes, "
-          f"{dense['latency ms'] / sparse['latency ms']:.2f}x the dense speed")
-    print(f"structured 2/3: {dense['latency ms'] / structured['latency ms']:.1f}x faster, "
-          f"{dense['params'] / structured['params']:.1f}x fewer parameters")
+          f"{speed['one thread'][0]:.2f}x the dense speed ({speed['default threads'][0]:.2f}x with the "
+          "default BLAS threads)")
+    print(f"structured 2/3: {speed['one thread'][1]:.2f}x faster ({speed['default threads'][1]:.2f}x with the "
+          f"default BLAS threads), {dense['params'] / structured['params']:.1f}x fewer parameters")
     print(f"({time.perf_counter() - start:.0f} s)")
+    print("\nNext: `tito module start 18` writes your own copy of the lesson (exercises blanked) to "
+          "workspace/18_compression/;\nopen it with `jupyter lab workspace/18_compression/compression_dev.ipynb`, "
+          "then `tito module complete 18` scores it.")
 
 
 if __name__ == "__main__":

@@ -70,3 +70,10 @@ def test_format_table_by_hand():
                      "  bb   100.00%               "]
     assert format_table([]) == "(empty)"
     assert format_table(rows, ["params"]).splitlines()[2] == "12,345"
+
+
+def test_format_table_keeps_one_number_of_decimals_per_column():
+    rows = [{"ms": 46.07}, {"ms": 56.0}, {"ms": 4.366}, {"ms": 0.0}, {"ms": float("nan")}]
+    assert format_table(rows).splitlines()[2:] == ["46.070", "56.000", " 4.366", " 0.000", "   nan"]
+    tiny = [{"grad": 0.1795}, {"grad": 0.003269}]
+    assert format_table(tiny).splitlines()[2:] == ["0.179500", "0.003269"]

@@ -36,3 +36,14 @@ def test_lesson_reads_in_one_sitting():
         wide = [number for number, line in enumerate(lines, 1)
                 if len(line) > 100 and not line.startswith(("# |", "# ![", "#   ", "# >"))]
         assert not wide, f"{name}: code or prose lines wider than 100 characters at {wide}"
+
+
+def test_the_demo_runs_end_to_end_and_says_what_to_do_next():
+    """`tito demo 18_compression`, the README's first command: one table of every technique,
+    speed-ups with one BLAS thread and with the default threads, then the student's next step."""
+    result = tito("demo", "18_compression", timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    out = result.stdout
+    for words in ("technique  params  nonzeros", "structured 2/3 + fine-tune", "student distilled",
+                  "with the default BLAS threads", "Next: `tito module start 18`"):
+        assert words in out, f"the demo output lacks {words!r}:\n{out[-3000:]}"

@@ -76,18 +76,27 @@ def format_table(rows: list, columns: list | None = None) -> str:
     """Rows of dicts as an aligned text table, a header rule under the column names.
 
     `columns` picks and orders the keys (default: the first row's). Floats in [0, 1] under a
-    name containing 'sparsity' or 'accuracy' print as percentages, other floats with 4
-    significant digits, ints with thousands separators.
+    name containing 'sparsity' or 'accuracy' print as percentages; other floats with the same
+    number of decimals down a column, enough for 4 significant digits of its smallest nonzero
+    value (at most 8); ints with thousands separators.
     """
     if not rows:
         return "(empty)"
     columns = columns or list(rows[0])
 
+    def decimals(key):
+        sizes = [abs(r[key]) for r in rows if isinstance(r.get(key), float) and np.isfinite(r[key])
+                 and r[key] != 0]
+        return min(8, max(0, 3 - int(np.floor(np.log10(min(sizes)))))) if sizes else None
+
+    places = {key: decimals(key) for key in columns}
+
     def cell(key, value):
         if isinstance(value, float) and ("sparsity" in key or "accuracy" in key):
             return f"{value:.2%}"
         if isinstance(value, float):
-            return f"{value:.4g}"
+            return f"{value:.{places[key]}f}" if places[key] is not None and np.isfinite(value) \
+                else f"{value:.4g}"
         if isinstance(value, int) and not isinstance(value, bool):
             return f"{value:,}"
         return str(value)
