@@ -127,11 +127,15 @@ from tinytorch.models import MLP, SimpleCNN, load_pretrained
 HAS_MATPLOTLIB = importlib.util.find_spec("matplotlib") is not None
 if HAS_MATPLOTLIB:
     import matplotlib.pyplot as plt
-if importlib.util.find_spec("threadpoolctl"):  # speed ratios: BLAS pinned to one thread
+
+
+def one_blas_thread():
+    """For speed ratios: BLAS pinned to one thread (threadpoolctl), else the default threads."""
+    if importlib.util.find_spec("threadpoolctl") is None:
+        return contextlib.nullcontext()
     from threadpoolctl import threadpool_limits
-    one_blas_thread = lambda: threadpool_limits(limits=1, user_api="blas")  # noqa: E731
-else:
-    one_blas_thread = contextlib.nullcontext
+    return threadpool_limits(limits=1, user_api="blas")
+
 
 train_loader, test_loader = digits_loaders(batch_size=32, seed=0)
 X_train, y_train = load_digits("train")
@@ -974,10 +978,9 @@ test_structured_pruner()
 def timed(models: dict, x, repeats: int = 5, threads=one_blas_thread) -> dict:
     """{name: seconds per forward pass on x}: core `best_median_times`, the models interleaved,
     the fastest of five medians of `repeats` passes, BLAS pinned to one thread if possible."""
-    def forward(model):
-        return lambda: model(x)
+    passes = {name: (lambda model=model: model(x)) for name, model in models.items()}
     with no_grad(), threads():
-        return best_median_times({name: forward(m) for name, m in models.items()}, 5, repeats)
+        return best_median_times(passes, 5, repeats)
 
 
 cnn_dense = load_pretrained("cnn")
@@ -1091,11 +1094,8 @@ def kd_loss(student_logits: Tensor, teacher_logits: np.ndarray, labels, temperat
 #| export optimization.compression.distillation
 def _num_classes(model: Module):
     """out_features of the last Linear layer in `model` (its number of classes), or None."""
-    last = None
-    for layer in model.modules():
-        if isinstance(layer, Linear):
-            last = layer
-    return None if last is None else last.out_features
+    linears = [layer for layer in model.modules() if isinstance(layer, Linear)]
+    return linears[-1].out_features if linears else None
 
 
 class KnowledgeDistiller:
