@@ -8,14 +8,16 @@ are worth 1). Every assertion names what is wrong.
     python -m pytest tests/checkpoints/checkpoint_18_compression_fast_sparsity.py
 """
 import copy
+import math
 import os
+import re
 import sys
 
 import numpy as np
 import pytest
 
 import tinytorch as tt
-from tinytorch.core import DataLoader, Linear, ReLU, Sequential, Tensor, TensorDataset, no_grad
+from tinytorch.core import Adam, DataLoader, Linear, ReLU, Sequential, Tensor, TensorDataset, no_grad
 from tinytorch.datasets import load_digits
 from tinytorch.models import SimpleCNN, load_pretrained
 from tinytorch.optimization import compression as C
@@ -29,8 +31,11 @@ POINTS = {
     "test_bsr_matmul": 2,
     "test_bsr_kernels_vectorized": 1,
     "test_choose_format_reads_the_pattern": 2,
+    "test_block_structure_min_fill": 2,
     "test_to_block_sparse_equivalence": 2,
+    "test_block_sparse_linear_any_leading_shape": 1,
     "test_prune_then_distill": 2,
+    "test_prune_then_distill_cosine_and_options": 2,
 }
 
 
@@ -119,10 +124,23 @@ def test_bsr_validation():
              ("indptr", dict(indptr=[0, 2, 1, 3])), ("indptr", dict(indptr=[0, 1, 1, 2])),
              ("indices", dict(indices=[2, 0, 1])), ("indices", dict(indices=[-1, 0, 1])),
              ("data", dict(data=np.ones((2, 2, 2), np.float32))), ("shape", dict(shape=(5, 4)))]
+    cases.append(("indptr", dict(indptr=np.array([0, 2, 1, 3], np.uint32))))   # unsigned: diff would wrap around
     for name, change in cases:
         with pytest.raises(ValueError) as info:
             C.BSRMatrix(**{**good, **change})
         assert name in str(info.value), f"BSRMatrix({change}) must raise ValueError naming {name!r}"
+        assert str(info.value).startswith(name), \
+            f"the message must start with the refused argument ({name!r} must ...), got {str(info.value)!r}"
+    # the message reports the numbers that are wrong, as integers: what was expected and what was found
+    for change, numbers, idea in [
+            (dict(indptr=[0, 1, 3]), {"4", "3"}, "the expected length rows // R + 1 = 4 and the length found, 3"),
+            (dict(indptr=[1, 2, 2, 3]), {"1"}, "the first offset indptr[0] = 1 (not 2, the second one)"),
+            (dict(indptr=[0, 1, 1, 2]), {"3", "2"}, "nnzb = len(indices) = 3 and the last offset indptr[-1] = 2")]:
+        with pytest.raises(ValueError) as info:
+            C.BSRMatrix(**{**good, **change})
+        found = set(re.findall(r"-?\d+(?:\.\d+)?", str(info.value)))
+        assert numbers <= found, (f"BSRMatrix({change}): the message must report {idea} (as integers: indptr read "
+                                  f"as int64), got {str(info.value)!r}")
 
 
 def test_bsr_matmul():
@@ -133,6 +151,12 @@ def test_bsr_matmul():
     assert np.allclose(C.bsr_matmul(A, X), want, atol=1e-5), "bsr_matmul(A, X) must equal A @ X"
     assert np.allclose(C.bsr_matmul(A, X, gather_budget=1), want, atol=1e-5), \
         "a budget of 1 value (one block row per group) must give the same product"
+    # each block row gathers width 2 x C 4 x batch 5 = 40 values: a budget of 80 makes groups of 2 block
+    # rows, [0, 2) then [2, 3): the last group is shorter and must use only stop - start rows of the buffer
+    for budget in (40, 80, 119, 120):
+        assert np.allclose(C.bsr_matmul(A, X, gather_budget=budget), want, atol=1e-5), \
+            (f"gather_budget={budget}: block rows gathered in groups (the last one shorter) must give the "
+             "same product: gathered = the first stop - start rows of the buffer")
     assert np.allclose(C.bsr_matvec(A, X[:, 0]), want[:, 0], atol=1e-5), "bsr_matvec(A, x) must equal A @ x"
     E = C.BSRMatrix.from_dense(np.zeros((8, 4), np.float32), 2)
     assert C.bsr_matmul(E, np.ones((4, 3), np.float32)).tolist() == [[0.0] * 3] * 8, \
@@ -189,6 +213,63 @@ def test_choose_format_reads_the_pattern():
     assert C.choose_format(base) == ("dense", None), "an unpruned layer must stay dense"
 
 
+def _fill_by_loop(W, r, c):
+    """block_fill's oracle: nonzeros / (r * c * blocks holding a nonzero), block by block."""
+    stored = sum(bool(np.any(W[i:i + r, j:j + c])) for i in range(0, W.shape[0], r) for j in range(0, W.shape[1], c))
+    return np.count_nonzero(W) / (stored * r * c) if stored else 1.0
+
+
+def _fill_five_eighths():
+    """A 16 x 16 weight whose nonzeros (40) fill the top-left 8 x 8 corner to 10 of every 4 x 4 block."""
+    rng = np.random.default_rng(5)
+    W = np.zeros((16, 16), np.float32)
+    for i in (0, 4):
+        for j in (0, 4):
+            block = np.zeros(16, np.float32)
+            block[rng.permutation(16)[:10]] = rng.uniform(0.5, 1.5, 10) * rng.choice([-1, 1], 10)
+            W[i:i + 4, j:j + 4] = block.reshape(4, 4)
+    return W
+
+
+def test_block_structure_min_fill():
+    W = _fill_five_eighths()
+    fills = {b: _fill_by_loop(W, *b) for b in ((16, 16), (8, 8), (4, 4))}
+    assert fills == {(16, 16): 40 / 256, (8, 8): 40 / 64, (4, 4): 40 / 64}, \
+        f"the checkpoint's own example is broken (fills {fills}): report it, it is not your code"
+    for min_fill in (0.1, 40 / 256, 0.16, 0.6, 40 / 64, 0.7, 1.0):
+        want = next((b for b, fill in fills.items() if fill >= min_fill), None)   # largest size first
+        got = C.block_structure(W, min_fill=min_fill)
+        assert got == want, (f"block_structure(min_fill={min_fill}) must return the first block size whose fill "
+                             f"is >= min_fill (a fill equal to min_fill is enough), {want}, got {got}")
+    assert C.block_structure(W, blocksizes=((4, 4), (8, 8)), min_fill=0.6) == (4, 4), \
+        "block_structure must try the given blocksizes in their order"
+    assert C.block_structure(W[:12, :12], min_fill=0.1) == (4, 4), \
+        "a block size that does not divide W's shape (16 or 8 for 12 x 12) must be skipped"
+    with pytest.raises(ValueError) as info:
+        C.block_structure(W, blocksizes=[(4, 0)])
+    assert str(info.value).startswith("blocksizes"), \
+        f"an invalid entry of blocksizes must be refused with a ValueError naming 'blocksizes', got {str(info.value)!r}"
+    layer = Linear(16, 16)
+    layer.weight.data[...] = W
+    assert C.choose_format(layer) == ("csr", None), "fill 0.625 < MIN_FILL = 0.75: the layer must be CSR"
+    assert C.choose_format(layer, min_fill=0.6) == ("bsr", (8, 8)), \
+        "choose_format must pass its min_fill to block_structure: with 0.6, 8 x 8 blocks are full enough"
+    tiny = Linear(1, 1)
+    tiny.weight.data[...] = 0.0
+    assert C.choose_format(tiny) == ("csr", None), \
+        "a 1 x 1 all-zero weight is 100% sparse and no block size divides it: csr (only an empty weight is dense)"
+    tt.manual_seed(0)
+    model = Sequential(layer, ReLU(), Linear(16, 4))
+    assert isinstance(C.to_block_sparse(model)[0], C.SparseLinear), "by default (min_fill 0.75) the layer becomes CSR"
+    fast = C.to_block_sparse(model, min_fill=0.6)
+    assert isinstance(fast[0], C.BlockSparseLinear) and fast[0].weight.blocksize == (8, 8), \
+        "to_block_sparse must pass its min_fill to choose_format: with 0.6 the layer becomes 8 x 8 BSR"
+    x = np.random.default_rng(6).standard_normal((3, 16)).astype(np.float32)
+    with no_grad():
+        assert np.allclose(fast(Tensor(x)).data, model(Tensor(x)).data, atol=1e-5), \
+            "the converted model must compute the same outputs"
+
+
 def test_to_block_sparse_equivalence():
     model = load_pretrained("cnn")
     C.BlockPruner({"3": 0.75}, blocksize=16).prune(model)
@@ -214,8 +295,24 @@ def test_to_block_sparse_equivalence():
             "BlockSparseLinear must compute x @ W.T + b"
 
 
+def test_block_sparse_linear_any_leading_shape():
+    tt.manual_seed(0)
+    linear = Linear(8, 12)
+    C.BlockPruner(0.5, blocksize=4).prune(Sequential(linear))
+    layer = C.BlockSparseLinear.from_dense(linear, 4)
+    W, b = linear.weight.data.astype(np.float64), linear.bias.data.astype(np.float64)
+    rng = np.random.default_rng(7)
+    for shape in ((8,), (5, 8), (2, 3, 8), (2, 1, 3, 8)):
+        x = rng.standard_normal(shape).astype(np.float32)
+        want = x.astype(np.float64) @ W.T + b
+        got = layer(Tensor(x)).data
+        assert got.shape == shape[:-1] + (12,), \
+            f"BlockSparseLinear maps input {shape} to {shape[:-1] + (12,)}: every leading dimension kept, got {got.shape}"
+        assert np.allclose(got, want, atol=1e-5), f"BlockSparseLinear on input {shape} must compute x @ W.T + b"
+
+
 # -------------------------------------------------------------------- 4 prune, then distill
-def test_prune_then_distill():
+def test_prune_then_distill(capsys):
     tt.manual_seed(0)
     teacher = SimpleCNN(channels=(8, 16))
     before = {k: v.copy() for k, v in teacher.state_dict().items()}
@@ -229,3 +326,35 @@ def test_prune_then_distill():
         "the teacher must not change: only the student is trained"
     assert len(history["loss"]) == 2 and history["lr"][1] == pytest.approx(0.5e-3), \
         "two epochs, the learning rate following the cosine (lr, lr / 2)"
+    assert capsys.readouterr().out == "", "verbose=False (the default) must print nothing"
+
+
+def test_prune_then_distill_cosine_and_options(capsys):
+    tt.manual_seed(1)
+    teacher = SimpleCNN(channels=(8, 16))
+    x, y = load_digits("train")
+    loader = DataLoader(TensorDataset(x[:64], y[:64]), batch_size=32, shuffle=True, seed=0)
+    val = DataLoader(TensorDataset(x[64:128], y[64:128]), batch_size=64)
+    student, history = C.prune_then_distill(teacher, 0.5, loader, epochs=3, lr=1e-2, alpha=0.5,
+                                            val_loader=val, verbose=True)
+    cosine = [1e-2 * (1 + math.cos(math.pi * e / 3)) / 2 for e in range(3)]          # lr, 0.75 lr, 0.25 lr
+    assert history["lr"] == pytest.approx(cosine), \
+        f"epoch e of 3 must use lr * (1 + cos(pi * e / 3)) / 2 = {cosine}, got {history['lr']}"
+    printed = capsys.readouterr().out.splitlines()
+    assert len(printed) == 3 and all("val_accuracy" in line for line in printed), \
+        f"verbose=True must print one line per epoch (with its val_accuracy), got {printed}"
+    assert len(history["val_accuracy"]) == 3, "with a val_loader, history['val_accuracy'] has one entry per epoch"
+    with no_grad():
+        accuracy = float(np.mean(student(Tensor(x[64:128])).data.argmax(axis=1) == y[64:128]))
+    assert history["val_accuracy"][-1] == pytest.approx(accuracy), \
+        "the last val_accuracy must be the trained student's accuracy on val_loader"
+    # a second run, by hand: the same pruned copy, distiller and Adam, one epoch at each cosine rate
+    reference = C.StructuredPruner(0.5, "l1").prune(copy.deepcopy(teacher))
+    distiller = C.KnowledgeDistiller(teacher, reference, temperature=4.0, alpha=0.5)
+    optimizer = Adam(reference.parameters(), lr=1e-2)
+    loader = DataLoader(TensorDataset(x[:64], y[:64]), batch_size=32, shuffle=True, seed=0)
+    for rate in cosine:
+        optimizer.lr = rate
+        distiller.train(loader, 1, optimizer, verbose=False)
+    assert all(np.allclose(a.data, b.data, atol=1e-6) for a, b in zip(student.parameters(), reference.parameters())), \
+        "the student must be trained one epoch at a time with Adam at the cosine learning rates"
