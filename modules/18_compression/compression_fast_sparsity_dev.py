@@ -451,7 +451,8 @@ test_pattern_masks()
 def _check_block_index(indices: np.ndarray, indptr: np.ndarray, nnzb: int, block_rows: int, block_cols: int) -> None:
     """ValueError naming the argument unless `indptr` (block_rows + 1 offsets) and `indices`
     (block columns) describe `nnzb` blocks of a block_rows x block_cols grid."""
-    # TODO: check, each with a ValueError naming the argument: len(indptr) == block_rows + 1;
+    # TODO: check, each with a ValueError whose message starts with the argument's name and gives the
+    # expected and the found numbers (e.g. "indptr must have length 4, got 3"): len(indptr) == block_rows + 1;
     # indptr (as int64) starts at 0, never decreases and ends at len(indices);
     # nnzb == len(indices); every index lies in [0, block_cols).
     ### BEGIN SOLUTION
@@ -858,8 +859,9 @@ def block_structure(W, blocksizes=BLOCK_SIZES, min_fill: float = MIN_FILL):
     block_fill >= min_fill, or None when the zeros do not come in such blocks."""
     W = np.asarray(W)
     min_fill = check_fraction("min_fill", min_fill, high_inclusive=True)
-    # TODO: return the first (R, C) in blocksizes with W.shape[0] % R == W.shape[1] % C == 0
-    # and block_fill(W, (R, C)) >= min_fill; None if there is none.
+    # TODO: read each entry b of blocksizes as (R, C) = _pair("blocksizes", b) (it refuses a bad entry,
+    # naming blocksizes); return the first with W.shape[0] % R == W.shape[1] % C == 0 and
+    # block_fill(W, (R, C)) >= min_fill; None if there is none.
     ### BEGIN SOLUTION
     for R, C in (_pair("blocksizes", b) for b in blocksizes):
         if W.shape[0] % R == 0 and W.shape[1] % C == 0 and block_fill(W, (R, C)) >= min_fill:

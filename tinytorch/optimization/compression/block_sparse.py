@@ -20,11 +20,12 @@ from .metrics import PRUNABLE
 from .patterns import _pair, weight_matrix
 from .sparse import SparseConv2d, SparseLinear
 
-# %% ../../../modules/18_compression/compression_fast_sparsity_dev.py #5d2af53a
+# %% ../../../modules/18_compression/compression_fast_sparsity_dev.py #153725cf
 def _check_block_index(indices: np.ndarray, indptr: np.ndarray, nnzb: int, block_rows: int, block_cols: int) -> None:
     """ValueError naming the argument unless `indptr` (block_rows + 1 offsets) and `indices`
     (block columns) describe `nnzb` blocks of a block_rows x block_cols grid."""
-    # TODO: check, each with a ValueError naming the argument: len(indptr) == block_rows + 1;
+    # TODO: check, each with a ValueError whose message starts with the argument's name and gives the
+    # expected and the found numbers (e.g. "indptr must have length 4, got 3"): len(indptr) == block_rows + 1;
     # indptr (as int64) starts at 0, never decreases and ends at len(indices);
     # nnzb == len(indices); every index lies in [0, block_cols).
     ### BEGIN SOLUTION
@@ -236,7 +237,7 @@ def bsr_matvec(A: BSRMatrix, x) -> np.ndarray:
         raise ValueError(f"x must have shape (cols,), got {x.shape}")
     return bsr_matmul(A, x[:, None])[:, 0]
 
-# %% ../../../modules/18_compression/compression_fast_sparsity_dev.py #c8e31230
+# %% ../../../modules/18_compression/compression_fast_sparsity_dev.py #46f1b4cf
 BLOCK_SIZES = ((16, 16), (8, 8), (4, 4))   # tried in this order (largest first) by block_structure
 MIN_FILL = 0.75                            # stored blocks must be at least this full to use BSR
 
@@ -253,8 +254,9 @@ def block_structure(W, blocksizes=BLOCK_SIZES, min_fill: float = MIN_FILL):
     block_fill >= min_fill, or None when the zeros do not come in such blocks."""
     W = np.asarray(W)
     min_fill = check_fraction("min_fill", min_fill, high_inclusive=True)
-    # TODO: return the first (R, C) in blocksizes with W.shape[0] % R == W.shape[1] % C == 0
-    # and block_fill(W, (R, C)) >= min_fill; None if there is none.
+    # TODO: read each entry b of blocksizes as (R, C) = _pair("blocksizes", b) (it refuses a bad entry,
+    # naming blocksizes); return the first with W.shape[0] % R == W.shape[1] % C == 0 and
+    # block_fill(W, (R, C)) >= min_fill; None if there is none.
     ### BEGIN SOLUTION
     for R, C in (_pair("blocksizes", b) for b in blocksizes):
         if W.shape[0] % R == 0 and W.shape[1] % C == 0 and block_fill(W, (R, C)) >= min_fill:
