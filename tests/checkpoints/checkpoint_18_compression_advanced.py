@@ -7,7 +7,9 @@ not listed are worth 1). Every assertion names what is wrong.
 
     python -m pytest tests/checkpoints/checkpoint_18_compression_advanced.py
 """
+import copy
 import itertools
+import math
 import os
 import sys
 
@@ -15,7 +17,8 @@ import numpy as np
 import pytest
 
 import tinytorch as tt
-from tinytorch.core import DataLoader, Linear, Sequential, Tanh, Tensor, TensorDataset, cross_entropy, no_grad
+from tinytorch.core import Conv2d, DataLoader, Flatten, Linear, ReLU, Sequential, Tanh, Tensor, TensorDataset
+from tinytorch.core import cross_entropy, no_grad
 from tinytorch.datasets import load_digits
 from tinytorch.models import MLP
 from tinytorch.optimization import compression as C
@@ -35,6 +38,7 @@ POINTS = {
     "test_coded_file_round_trip": 2,
     "test_coded_file_refused_when_damaged": 1,
     "test_deep_compress": 3,
+    "test_deep_compress_stages_follow_the_arguments": 2,
 }
 
 
@@ -109,6 +113,77 @@ def _loader(n=192):
     return DataLoader(TensorDataset(x[:n], y[:n]), batch_size=64, shuffle=True, seed=0)
 
 
+def _huffman_reference(counts):
+    """Huffman code lengths with plain loops (no heap): merge the two lightest subtrees, a tie
+    going to the lower symbol among leaves and to the older subtree among merged ones (leaves
+    are numbered 0.. by symbol, every merged subtree takes the next number)."""
+    nodes = [(int(c), number, [s]) for number, (s, c) in enumerate((s, c) for s, c in enumerate(counts) if c)]
+    lengths = [0] * len(counts)
+    if len(nodes) == 1:
+        lengths[nodes[0][2][0]] = 1
+    number = len(nodes)
+    while len(nodes) > 1:
+        a = min(nodes, key=lambda node: node[:2])
+        nodes.remove(a)
+        b = min(nodes, key=lambda node: node[:2])
+        nodes.remove(b)
+        for s in a[2] + b[2]:
+            lengths[s] += 1
+        nodes.append((a[0] + b[0], number, a[2] + b[2]))
+        number += 1
+    return lengths
+
+
+def _huffman_bits(counts):
+    """Bits of an optimal prefix code for symbols with these counts, by loops: the sum of the
+    weights of every merge (1 bit per symbol when a single symbol occurs)."""
+    weights = sorted(int(c) for c in counts if c)
+    if len(weights) == 1:
+        return weights[0]
+    total = 0
+    while len(weights) > 1:
+        total += weights[0] + weights[1]
+        weights = sorted(weights[2:] + [weights[0] + weights[1]])
+    return total
+
+
+def _gap_stream_bytes(positions, span, huffman):
+    """Bytes of the gap stream of `positions` for `span`, by loops: a gap g costs (g - 1) // span
+    fillers (symbol 0) and the symbol (g - 1) % span + 1; Huffman- or fixed-width (log2(span + 1)
+    bits) coded, plus the span + 1 uint8 code lengths."""
+    counts, previous = [0] * (span + 1), -1
+    for p in positions.tolist():
+        gap, previous = p - previous, p
+        counts[0] += (gap - 1) // span
+        counts[(gap - 1) % span + 1] += 1
+    bits = _huffman_bits(counts) if huffman else sum(counts) * int(math.log2(span + 1))
+    return (bits + 7) // 8 + span + 1
+
+
+def _uint_bytes(max_value):
+    """Bytes of the narrowest unsigned integer holding max_value."""
+    return next(b for b in (1, 2, 4, 8) if max_value < 256 ** b)
+
+
+def _csr_bytes(s, int8):
+    """Bytes of the sparse layer storing the nonzeros that `s` (a SharedWeight) describes, by
+    hand: the narrowest unsigned indices (< cols) and indptr (<= nnz), with float32 values or
+    (int8) int8 values and one float32 scale per row."""
+    (rows, cols), nnz = s.shape, s.nnz
+    values = nnz + 4 * rows if int8 else 4 * nnz
+    return values + _uint_bytes(cols - 1) * nnz + _uint_bytes(nnz) * (rows + 1)
+
+
+def _fixed_width_bytes(s):
+    """Bytes of a SharedWeight `s` coded with fixed-width codes, by hand: float32 codebook and
+    uint8 code length per value, ceil(bits * nnz / 8) bytes of codes, the cheapest gap stream
+    of the spans 2^p - 1 (p = 1..12), two uint32 counts."""
+    k = len(s.codebook)
+    bits = max(1, math.ceil(math.log2(k)))
+    return 5 * k + (bits * s.nnz + 7) // 8 + min(_gap_stream_bytes(s.positions, 2 ** p - 1, False)
+                                                   for p in range(1, 13)) + 8
+
+
 def _strings(lengths):
     codes = C.canonical_codes(lengths)
     return {s: format(int(codes[s]), f"0{int(l)}b") for s, l in enumerate(lengths) if l}
@@ -128,6 +203,11 @@ def test_kmeans_matches_lloyd():
             "centroids must be float32 and codes the narrowest unsigned dtype (uint8 for k <= 256)"
     assert C.assign_clusters(np.array([0.5, 1.5, 1.9]), np.array([0.0, 1.0, 2.0])).tolist() == [0, 1, 2], \
         "assign_clusters: a value on a midpoint goes to the lower centroid"
+    # density init on [0, 1 x 10]: quantiles 0 1 1 1; the three 1s tie and every 1 goes to the lowest,
+    # so the last two clusters stay empty from the start and must keep their centroid
+    centroids, codes = C.kmeans_1d(np.array([0.0] + [1.0] * 10), 4, init="density")
+    assert centroids.tolist() == [0.0, 1.0, 1.0, 1.0] and codes.tolist() == [0] + [1] * 10, \
+        "kmeans_1d: all k clusters are counted, and one that gets no value (even the last) keeps its centroid"
 
 
 def test_kmeans_is_vectorized():
@@ -141,6 +221,10 @@ def test_kmeans_is_vectorized():
     assert lines_small > 0, "no line of the compression package was traced: this check would prove nothing"
     assert lines_large <= lines_small + 5, (f"kmeans_1d ran {lines_small} lines of Python for {len(small)} values "
                                             f"but {lines_large} for {len(large)}: a Python loop over the values?")
+    lines_many_iters = _lines_run_in_package(lambda: C.kmeans_1d(small, 8, iters=2000))   # converges in 5 rounds
+    assert lines_many_iters == lines_small, (
+        f"kmeans_1d ran {lines_small} lines with iters=20 but {lines_many_iters} with iters=2000: it must stop "
+        f"once no assignment changes (iters is a maximum)")
 
 
 def test_share_weights_in_place():
@@ -157,6 +241,22 @@ def test_share_weights_in_place():
         assert np.array_equal(s.codebook, centroids) and np.array_equal(s.codes, codes), \
             f"layer {name}: the codebook and codes must be kmeans_1d of the nonzero weights, in position order"
         assert np.array_equal(w, s.dense()), f"layer {name}: share_weights works in place: weights := their centroids"
+    model = _pruned_mlp()
+    values = C.prunable_layers(model)["1"].weight.data.copy()
+    s = C.share_weights(model, bits={"1": 3}, iters=2, init="density")["1"]
+    centroids, codes = C.kmeans_1d(values.ravel()[s.positions], 8, iters=2, init="density")
+    assert np.array_equal(s.codebook, centroids) and np.array_equal(s.codes, codes), \
+        "share_weights must pass iters and init on to kmeans_1d"
+    tt.manual_seed(0)
+    conv = Sequential(Conv2d(1, 4, 3), ReLU(), Flatten(), Linear(4 * 6 * 6, 10))
+    C.prune_magnitude(conv, 0.5)
+    kernel = conv[0].weight.data.copy()
+    s = C.share_weights(conv, bits=2)["0"]
+    assert s.shape == (4, 9) and np.array_equal(s.positions, np.flatnonzero(kernel)), \
+        "a Conv2d weight (out, in, kh, kw) is shared as the (out, in * kh * kw) matrix"
+    after = conv[0].weight.data
+    assert after.shape == (4, 1, 3, 3) and np.array_equal(after, s.dense().reshape(4, 1, 3, 3)), \
+        "share_weights must write the centroids back into a Conv2d weight in its own (out, in, kh, kw) shape"
 
 
 def test_centroid_gradients():
@@ -186,6 +286,10 @@ def test_centroid_gradients():
         numeric = (loss_at(codebook + step).item() - loss_at(codebook - step).item()) / 2e-6
         assert abs(numeric - got[j]) <= 1e-7 + 1e-5 * abs(numeric), \
             f"dL/dc[{j}] = {got[j]} but finite differences give {numeric}: a centroid's gradient is the sum of its weights'"
+    by_hand = C.SharedWeight(np.array([1.0, 2.0, 3.0, 4.0], np.float32), np.array([0, 1, 0], np.uint8),
+                             np.array([0, 2, 5]), (2, 3))
+    assert C.centroid_gradients(np.arange(6.0).reshape(2, 3), by_hand).tolist() == [0 + 5, 2, 0, 0], \
+        "centroid_gradients: one entry per codebook value (0 for a value no weight uses), the sum over its weights"
 
 
 def test_fine_tune_centroids():
@@ -201,6 +305,22 @@ def test_fine_tune_centroids():
         assert np.array_equal(layer.weight.data, s.dense()), \
             f"layer {name}: after each step every weight must equal its centroid (weights stay tied)"
     assert not np.array_equal(model[1].bias.data, bias), "the biases (not shared) must train as usual"
+    model = _pruned_mlp(sparsity=0.7, seed=1)
+    shared = C.share_weights(model, bits=2)
+    optimizer = C.CentroidOptimizer(model, shared, lr=0.01)
+    x, y = next(iter(_loader()))
+    optimizer.zero_grad()
+    cross_entropy(model(x), y).backward()
+    model[1].weight.grad = None                   # as if layer 1 had taken no part in the loss
+    grad = C.centroid_gradients(model[3].weight.grad, shared["3"])
+    codebooks = {n: s.codebook.copy() for n, s in shared.items()}
+    optimizer.step()
+    assert np.array_equal(shared["1"].codebook, codebooks["1"]), \
+        "CentroidOptimizer.step: a layer whose weight got no gradient keeps its codebook"
+    assert np.allclose(shared["3"].codebook, codebooks["3"] - 0.01 * np.sign(grad), atol=1e-6), \
+        "CentroidOptimizer.step: Adam's first step moves every centroid by lr against the sign of its summed gradient"
+    assert all(p.grad is None or p.grad.dtype == p.data.dtype == np.float32 for p in optimizer.params), \
+        "CentroidOptimizer.step: every codebook gets a float32 gradient, like its float32 values"
 
 
 # -------------------------------------------------------------------- 2 Huffman coding
@@ -209,6 +329,9 @@ def test_huffman_lengths_optimal_and_prefix_free():
         "counts 8 4 2 1 1 have Huffman code lengths 1 2 3 4 4"
     assert C.huffman_code_lengths(np.array([0, 7, 0])).tolist() == [0, 1, 0], \
         "an unused symbol gets length 0; a lone symbol still needs 1 bit"
+    assert C.huffman_code_lengths(np.ones(6, np.int64)).tolist() == [3, 3, 3, 3, 2, 2], \
+        ("six equal counts: merge 0+1, 2+3, 4+5, then the two OLDEST subtrees (0+1)+(2+3): lengths 3 3 3 3 2 2 "
+         "(a merged subtree takes the next tie-break number, after every leaf and every earlier subtree)")
     assert _strings(np.array([1, 2, 3, 4, 4], np.uint8)) == {0: "0", 1: "10", 2: "110", 3: "1110", 4: "1111"}, \
         "canonical codes: by (length, symbol), each the previous + 1, shifted left when the length grows"
     rng = np.random.default_rng(0)
@@ -221,9 +344,15 @@ def test_huffman_lengths_optimal_and_prefix_free():
             sum(c * l for c, l in zip(used, lens)) for lens in itertools.product(range(1, 6), repeat=len(used))
             if sum(2.0 ** -l for l in lens) <= 1)
         assert int((counts * lengths).sum()) == best, f"counts {counts.tolist()}: Huffman lengths must be optimal"
+        assert lengths.tolist() == _huffman_reference(counts), \
+            f"counts {counts.tolist()}: ties must be broken by symbol, then by the age of merged subtrees"
         strings = list(_strings(lengths).values())
         assert not any(a != b and b.startswith(a) for a in strings for b in strings), \
             f"the canonical code for lengths {lengths.tolist()} is not prefix-free"
+    for _ in range(200):                           # small counts: ties everywhere
+        counts = rng.integers(0, 4, size=int(rng.integers(2, 9)))
+        assert C.huffman_code_lengths(counts).tolist() == _huffman_reference(counts), \
+            f"counts {counts.tolist()}: ties must be broken by symbol, then by the age of merged subtrees"
 
 
 def test_huffman_round_trip():
@@ -307,6 +436,18 @@ def test_coded_weight():
     span = len(huff["gap_lengths"]) - 1
     assert huff["counts"].tolist() == [s.nnz, len(C.relative_positions(s.positions, span))], \
         "counts must hold the number of codes and of gap symbols"
+    for name, weight in shared.items():
+        huff = C.CodedWeight.from_shared(weight).arrays
+        assert len(huff["codes"]) == (_huffman_bits(np.bincount(weight.codes)) + 7) // 8, \
+            f"layer {name}: huffman=True must Huffman-code the codes (fewest bits for their counts)"
+        for huffman in (True, False):
+            arrays = C.CodedWeight.from_shared(weight, huffman=huffman).arrays
+            costs = {span: _gap_stream_bytes(weight.positions, span, huffman) for span in C.SPANS}
+            best = min(C.SPANS, key=costs.get)      # the first of the cheapest (3 with Huffman, 7 fixed here)
+            assert len(arrays["gap_lengths"]) - 1 == best, \
+                f"layer {name}, huffman={huffman}: the span must be the cheapest for the gap stream coded THIS way"
+            assert len(arrays["gaps"]) + len(arrays["gap_lengths"]) == costs[best], \
+                f"layer {name}, huffman={huffman}: the gap stream must cost what its code lengths say"
 
 
 def test_coded_file_round_trip(tmp_path):
@@ -371,3 +512,62 @@ def test_deep_compress():
     assert report.ratio == report.rows[0]["bytes"] / recount
     with no_grad():
         assert report.row("Huffman")["accuracy"] == tt.evaluate(coded, loader), "accuracies are measured on test_loader"
+
+
+def test_deep_compress_stages_follow_the_arguments():
+    x, y = load_digits("train")
+    xt, yt = load_digits("test")
+
+    def train_loader():
+        return DataLoader(TensorDataset(x[:96], y[:96]), batch_size=32, shuffle=True, seed=1)
+
+    test_loader = DataLoader(TensorDataset(xt[:200], yt[:200]), batch_size=100)
+    tt.manual_seed(3)
+    model = MLP(hidden=(16,))
+    bits = {"1": 3, "3": 2}
+    report = C.deep_compress(model, train_loader(), test_loader, sparsity=0.7, bits=bits, prune_steps=2,
+                             prune_epochs=2, retrain_epochs=2, centroid_epochs=2, lr=1e-2, retrain_lr=2e-3,
+                             centroid_lr=2e-2, init="random")
+    # the same stages by hand, from the same model with an identical loader (same shuffles)
+    work, train = copy.deepcopy(model), train_loader()
+    C.prune_and_retrain(work, train, 0.7, steps=2, epochs_per_step=2, retrain_epochs=2, lr=1e-2, retrain_lr=2e-3)
+    accuracy = {"pruned": tt.evaluate(C.to_sparse(work, min_sparsity=0.0), test_loader),
+                "pruned, int8": tt.evaluate(C.to_sparse(work, min_sparsity=0.0, quantize=True), test_loader)}
+    shared = C.share_weights(work, bits, init="random")
+    accuracy["weight sharing"] = tt.evaluate(work, test_loader)
+    C.fine_tune_centroids(work, shared, train, epochs=2, lr=2e-2)
+    accuracy["centroids"] = tt.evaluate(work, test_loader)
+    for name, s in shared.items():
+        assert np.array_equal(report.shared[name].positions, s.positions), \
+            (f"layer {name}: the pruned weights differ from prune_and_retrain(sparsity, steps=prune_steps, "
+             f"epochs_per_step=prune_epochs, retrain_epochs, lr, retrain_lr) run by hand")
+        assert np.array_equal(report.shared[name].codebook, s.codebook), \
+            (f"layer {name}: the codebook differs from share_weights(bits, init=init) then "
+             f"fine_tune_centroids(epochs=centroid_epochs, lr=centroid_lr) run by hand")
+
+    params = 4 * (16 + 10)                         # the biases, float32
+    layers = report.shared.values()
+    assert min(1 - s.nnz / (s.shape[0] * s.shape[1]) for s in layers) < 0.5, \
+        "global pruning to 70% leaves the output layer under 50% sparse (its weights are larger)"
+    expected = {
+        "pruned 70%, float32 CSR": (params + sum(_csr_bytes(s, int8=False) for s in layers),
+                                    "every pruned layer as float32 CSR, however sparse (min_sparsity=0.0)"),
+        "pruned, int8 CSR": (params + sum(_csr_bytes(s, int8=True) for s in layers),
+                             "every pruned layer as int8 CSR with a scale per row (quantize=True, min_sparsity=0.0)"),
+        "weight sharing": (params + sum(_fixed_width_bytes(s) for s in layers),
+                           "the shared layers with FIXED-WIDTH codes (coded_nbytes(..., huffman=False))"),
+        "centroids fine-tuned": (params + sum(_fixed_width_bytes(s) for s in layers),
+                                 "still fixed-width codes: fine-tuning changes centroid values, not sizes"),
+    }
+    for stage, (nbytes, why) in expected.items():
+        assert report.row(stage)["bytes"] == nbytes, f"stage {stage!r}: {report.row(stage)['bytes']} bytes, " \
+                                                     f"expected {nbytes}: {why}"
+    assert report.row("Huffman")["bytes"] < report.row("centroids")["bytes"], \
+        "Huffman coding must make this model smaller than fixed-width codes do (its codes and gaps are skewed)"
+    for stage, acc in accuracy.items():
+        assert report.row(stage)["accuracy"] == acc, \
+            f"stage {stage!r}: the accuracy must be that of the model at this stage, on test_loader"
+    final = report.row("Huffman")["accuracy"]
+    assert final == tt.evaluate(report.model, test_loader) != report.row("pruned 70%")["accuracy"], \
+        "the Huffman-coded row: the accuracy of the coded model (here not that of the pruned one)"
+    assert report.row(".npz")["accuracy"] == final, "the .npz file holds the Huffman-coded model: same accuracy"
