@@ -146,6 +146,44 @@ EQUIVALENT = {
      'order = np.argsort(-groups, axis=2, kind="stable")',
      'order = np.argsort(-groups, axis=2, kind="STABLE")'):
         "NumPy reads the sort kind case-insensitively: still the stable sort",
+    # bonus notebooks (checkpoint_18_compression_fast_sparsity.py / _advanced.py)
+    ('nm_mask',
+     'order = np.argsort(-groups, axis=2, kind="stable")',
+     'order = np.argsort(-groups, kind="stable")'):
+        "groups is always 3-D (rows, cols // m, m), so argsort's default axis=-1 is axis 2: the same "
+        'stable sort of every group, no input can tell them apart',
+    ('deep_compress',
+     'coded_nbytes(to_shared(work, shared), huffman=False), params_bytes, dense_bytes, score(work)))',
+     'coded_nbytes(to_shared(work, shared), huffman=None), params_bytes, dense_bytes, score(work)))'):
+        'coded_nbytes only asks `not huffman`, and None is falsy like False, so the fixed-width re-'
+        'encoding and its byte count are the same for every model',
+    ('deep_compress',
+     'rows.append(_stage("centroids fine-tuned", nonzeros, coded_nbytes(to_shared(work, shared), huffman=False),',
+     'rows.append(_stage("centroids fine-tuned", nonzeros, coded_nbytes(to_shared(work, shared), huffman=None),'):
+        'coded_nbytes only asks `not huffman`, and None is falsy like False, so the fixed-width re-'
+        'encoding and its byte count are the same for every model',
+    ('deep_compress',
+     'params_bytes, dense_bytes, rows[-1]["accuracy"]))',
+     'params_bytes, dense_bytes, rows[-2]["accuracy"]))'):
+        'rows[-2] is the fine-tuned model `work`, whose weights are tied to exactly the codebooks, codes '
+        'and biases the Huffman-coded model decodes, so both rows measure the same function on the same '
+        'test_loader and carry the same accuracy (only a float summation-order flip on an exact logit tie'
+        ' could separate them, which no test can arrange)',
+    ('assign_clusters',
+     'return np.searchsorted(midpoints, values, side="left")',
+     'return np.searchsorted(midpoints, values, )'):
+        'side="left" is np.searchsorted\'s default, so the call is the same',
+    ('huffman_code_lengths',
+     'order += 1',
+     'order += 2'):
+        "the tie-break numbers of merged subtrees still increase with age and stay above every leaf's, so"
+        ' every heap comparison, hence every code length, comes out the same',
+    ('huffman_decode',
+     'while len(starts) < count:',
+     'while len(starts) <= count:'):
+        'at most one extra pointer-doubling round: jump maps dead ends to n and jump[n] = n, so it stays '
+        'in range and never raises, and starts[:count] drops the extra starts, giving the same symbols '
+        'and errors (only slightly slower)',
 }
 
 _MUTANT_DEF = re.compile(r"^(x_|xǁ)(?P<unit>.+?)__mutmut_(?P<id>orig|\d+)$")
