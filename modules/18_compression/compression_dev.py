@@ -1035,9 +1035,10 @@ print(f"structured 2/3: accuracy {accuracy_no_ft:.2%} right after pruning, "
 # carries at most log2(10) ≈ 3.3 bits per image, a full distribution far more.
 #
 # **Temperature.** A confident teacher hides that information: at T = 1 the pretrained MLP
-# puts about 99% of its probability on one class. Dividing the logits by T > 1 before the
-# softmax, $p_i(T) = \exp(z_i / T) / \sum_j \exp(z_j / T)$, softens the distribution. Teacher
-# and student use the same T in the soft term; the student predicts at T = 1.
+# puts nearly all its probability on one class for most images. Dividing the logits by T > 1
+# before the softmax, $p_i(T) = \exp(z_i / T) / \sum_j \exp(z_j / T)$, softens the
+# distribution. Teacher and student use the same T in the soft term; the student predicts at
+# T = 1.
 #
 # **The loss.** With student logits s, teacher logits t, labels y, q = p(s/T), p = p(t/T):
 #

@@ -134,8 +134,7 @@ def _build(spec, where: str, depth: int, path: str, built: dict) -> Module:
                              f"before it, got {reprlib.repr(spec)}")
         return built[target]
     module = _build_new(spec, where, depth, path, built)
-    for name, layer in module.named_modules(path):
-        built.setdefault(name, layer)
+    built.setdefault(path, module)  # its children registered themselves while being built
     return module
 
 
@@ -235,8 +234,9 @@ def _rebuild_children(module: Module, children, where: str, depth: int, path: st
         child_path = _dotted(path, name)
         if _canonical_spec(constructed[name]) != child_spec:
             setattr(module, name, _build(child_spec, f"{where}.{name}", depth + 1, child_path, built))
-        for layer_name, layer in getattr(module, name).named_modules(child_path):
-            built.setdefault(layer_name, layer)  # later siblings may name these layers
+        else:  # the constructor's own child, kept: later layers may name it or its descendants
+            for layer_name, layer in constructed[name].named_modules(child_path):
+                built.setdefault(layer_name, layer)
 
 
 def _canonical_spec(module: Module):
